@@ -1,0 +1,118 @@
+"""The ``gateway`` command: serve a WSGI application over CGI or FastCGI.
+
+The CGI path runs once per request, so it parses its few options by hand
+and imports nothing it does not need; argparse is for the long-running
+FastCGI server only.
+"""
+
+import os
+import sys
+
+USAGE = """\
+usage: gateway cgi [--iis] [--chdir DIR] [MODULE:CALLABLE]
+       gateway fastcgi MODULE:CALLABLE [options]   (see: gateway fastcgi --help)
+       python -m gateway ...
+
+Serve a WSGI application behind a web server.
+
+  cgi       Answer one CGI request (the web server runs this once per request).
+            The application comes from MODULE:CALLABLE or, when none is given,
+            from the GATEWAY_APP environment variable, since Apache's
+            ScriptAlias and IIS script maps pass no arguments. Run with no
+            arguments at all under a web server (GATEWAY_INTERFACE set), the
+            command also answers as CGI.
+              --iis        use IISCGIHandler, which undoes IIS's PATH_INFO
+                           (also GATEWAY_IIS=1)
+              --chdir DIR  import the application from DIR (also GATEWAY_CHDIR)
+            MODULE:NAME may name a dotted attribute, or NAME() to call a factory;
+            MODULE alone means MODULE:application, else MODULE:app.
+            A missing or broken application is reported on stderr (the web
+            server's error log) and answered with a 500; no traceback ever
+            reaches the client.
+
+  fastcgi   Run a supervised FastCGI server.
+"""
+
+
+def _truthy(value):
+    return (value or '').strip().lower() in ('1', 'true', 'yes', 'on')
+
+
+def parse_cgi_args(args, environ):
+    """Return (app_spec, iis, directory) from the command line and environment."""
+    spec = environ.get('GATEWAY_APP')
+    iis = _truthy(environ.get('GATEWAY_IIS'))
+    directory = environ.get('GATEWAY_CHDIR') or None
+    args = list(args)
+    while args:
+        arg = args.pop(0)
+        if arg == '--iis':
+            iis = True
+        elif arg == '--chdir' or arg.startswith('--chdir='):
+            if '=' in arg:
+                directory = arg.split('=', 1)[1]
+            elif args:
+                directory = args.pop(0)
+            else:
+                raise SystemExit("gateway cgi: --chdir needs a directory")
+        elif arg.startswith('-'):
+            raise SystemExit(f"gateway cgi: unknown option {arg!r}\n\n{USAGE}")
+        elif args:
+            raise SystemExit(f"gateway cgi: unexpected argument {args[0]!r}\n\n{USAGE}")
+        else:
+            spec = arg
+    return spec, iis, directory
+
+
+def run_cgi(spec, iis=False, directory=None):
+    """Answer the CGI request in this process's environment with the app *spec*."""
+    from .handlers import CGIHandler, IISCGIHandler
+
+    handler = IISCGIHandler() if iis else CGIHandler()
+    from .apploader import AppLoadError, load_app
+    try:
+        if directory:
+            os.chdir(directory)
+        app = load_app(spec)
+    except (AppLoadError, OSError) as error:
+        sys.stderr.write(f"gateway: cannot load the WSGI application: {error}\n")
+        cause = error.__cause__
+        if cause is not None and not isinstance(cause, ModuleNotFoundError):
+            import traceback
+            traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
+        sys.stderr.flush()
+
+        def app(environ, start_response):
+            start_response(handler.error_status, handler.error_headers[:])
+            return [handler.error_body]
+        handler.run(app)
+        return 1
+    handler.run(app)
+    return 0
+
+
+def main(argv=None):
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args:
+        if 'GATEWAY_INTERFACE' in os.environ:
+            return run_cgi(*parse_cgi_args((), os.environ))
+        sys.stderr.write(USAGE)
+        return 2
+    command, rest = args[0], args[1:]
+    if command in ('-h', '--help', 'help'):
+        sys.stdout.write(USAGE)
+        return 0
+    if command == 'cgi':
+        if '-h' in rest or '--help' in rest:
+            sys.stdout.write(USAGE)
+            return 0
+        return run_cgi(*parse_cgi_args(rest, os.environ))
+    if command == 'fastcgi':
+        from .handlers.fastcgi.cli import main as fastcgi_main
+        return fastcgi_main(rest)
+    sys.stderr.write(f"gateway: unknown command {command!r}\n\n{USAGE}")
+    return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Find the WSGI application named on a command line or in GATEWAY_APP."""
+
+import os
+import sys
+
+__all__ = ['AppLoadError', 'load_app']
+
+
+class AppLoadError(Exception):
+    """The application could not be found or imported; the message says why."""
+
+
+def _is_dotted_name(text):
+    return bool(text) and all(part.isidentifier() for part in text.split('.'))
+
+
+def load_app(spec, directory=None):
+    """Import and return the callable named by *spec*.
+
+    *spec* is ``MODULE:NAME`` (NAME may be dotted, or ``NAME()`` to call a
+    factory with no arguments) or just ``MODULE``, which means its
+    ``application`` (the mod_wsgi and wfastcgi convention) or else ``app``.
+    *directory* (default: the current one) goes first on sys.path, as
+    gunicorn does, because web servers start CGI scripts and workers in the
+    application's directory, not with its PYTHONPATH.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise AppLoadError("no WSGI application given: pass MODULE:CALLABLE or set GATEWAY_APP")
+    spec = spec.strip()
+    module_name, _, attribute = spec.partition(':')
+    factory = attribute.endswith('()')
+    if factory:
+        attribute = attribute[:-2]
+    if not _is_dotted_name(module_name) or (attribute and not _is_dotted_name(attribute)):
+        raise AppLoadError(f"{spec!r} is not of the form MODULE:CALLABLE (e.g. myproject.wsgi:application)")
+
+    directory = os.getcwd() if directory is None else os.path.abspath(directory)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+
+    try:
+        __import__(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and module_name.startswith(error.name) \
+                and module_name[len(error.name):len(error.name) + 1] in ('', '.'):
+            raise AppLoadError(f"cannot import {module_name!r}: no such module on sys.path "
+                               f"{sys.path!r}") from None
+        raise AppLoadError(f"importing {module_name!r} failed: {error}") from error
+    except Exception as error:
+        raise AppLoadError(f"importing {module_name!r} failed: "
+                           f"{type(error).__name__}: {error}") from error
+    module = sys.modules[module_name]
+
+    candidates = [attribute] if attribute else ['application', 'app']
+    for name in candidates:
+        target = module
+        try:
+            for part in name.split('.'):
+                target = getattr(target, part)
+        except AttributeError:
+            continue
+        if factory:
+            try:
+                target = target()
+            except Exception as error:
+                raise AppLoadError(f"calling the factory {spec!r} failed: "
+                                   f"{type(error).__name__}: {error}") from error
+        if not callable(target):
+            raise AppLoadError(f"{module_name}:{name} is a {type(target).__name__}, not a WSGI callable")
+        return target
+    raise AppLoadError(f"module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
+                       + " or ".join(repr(name) for name in candidates))

@@ -1,0 +1,96 @@
+"""CGI environment rules: how a request's variables become a WSGI environ.
+
+Every rule about what the web server hands the gateway lives here:
+PEP 3333 transcoding of ``os.environ``, the IIS SCRIPT_NAME/PATH_INFO fix-up
+and the request variables that must never reach the application or the
+process environment (httpoxy).
+"""
+
+import os
+import sys
+
+__all__ = ['read_environ', 'transcode_environ', 'iis_path_info', 'drop_unsafe_variables']
+
+# Variables whose values come from the request, and so are bytes the server
+# put in the environment. wsgiref's list, plus the URI and path variables
+# Apache and IIS set, which are just as request-derived.
+_REQUEST_VARIABLES = frozenset({
+    'SCRIPT_NAME', 'PATH_INFO', 'QUERY_STRING', 'REQUEST_METHOD', 'AUTH_TYPE',
+    'CONTENT_TYPE', 'CONTENT_LENGTH', 'HTTPS', 'REMOTE_USER', 'REMOTE_IDENT',
+    'REQUEST_URI', 'PATH_TRANSLATED', 'SCRIPT_URL', 'SCRIPT_URI', 'DOCUMENT_URI',
+    'UNENCODED_URL',
+})
+
+# httpoxy (CVE-2016-5385): a "Proxy:" request header arrives as HTTP_PROXY,
+# the name HTTP client libraries read their outbound proxy from.
+UNSAFE_VARIABLES = ('HTTP_PROXY',)
+
+
+def _needs_transcode(name):
+    return (name in _REQUEST_VARIABLES or name.startswith('HTTP_') or name.startswith('SSL_')
+            or (name.startswith('REDIRECT_') and _needs_transcode(name[9:])))
+
+
+def transcode_environ(environ, platform=None, encoding=None):
+    """Return a copy of *environ* (a str mapping as os.environ gives it) with
+    request variables as PEP 3333 native strings: the request's bytes,
+    decoded as latin-1.
+
+    *platform* and *encoding* default to this process's ``sys.platform`` and
+    file system encoding; they are parameters so the rules for another
+    platform can be applied (and tested) anywhere.
+    """
+    platform = sys.platform if platform is None else platform
+    encoding = sys.getfilesystemencoding() if encoding is None else encoding
+    errors = 'surrogateescape'
+    result = {}
+    software = environ.get('SERVER_SOFTWARE', '').lower()
+    for name, value in environ.items():
+        if _needs_transcode(name):
+            if platform != 'win32':
+                # POSIX: Python decoded the server's bytes with the file system
+                # encoding and surrogateescape; that is exactly reversible.
+                value = value.encode(encoding, errors).decode('iso-8859-1')
+            elif software.startswith('microsoft-iis/'):
+                # IIS decodes the request as UTF-8 when it is valid UTF-8,
+                # else with the ANSI code page, with no way to tell which;
+                # UTF-8 is by far the likelier, so rebuild those bytes.
+                value = value.encode('utf-8', errors).decode('iso-8859-1')
+            elif software.startswith('apache/'):
+                # Apache on Windows writes the bytes as if latin-1: native already.
+                pass
+            elif software.startswith('simplehttp/') and 'python/3' in software:
+                # http.server's CGI support decodes with urllib's UTF-8 default.
+                value = value.encode('utf-8', errors).decode('iso-8859-1')
+            else:
+                # Other servers most likely wrote bytes through the ANSI code
+                # page, which Python then decoded with the same page.
+                value = value.encode(encoding, 'replace').decode('iso-8859-1')
+        result[name] = value
+    return result
+
+
+def read_environ():
+    """Read environment, fixing HTTP variables"""
+    return transcode_environ(os.environ)
+
+
+def iis_path_info(environ):
+    """The PATH_INFO IIS meant, given its environ.
+
+    IIS without allowPathInfo sends PATH_INFO as the whole URL path, so it
+    starts with SCRIPT_NAME: /app.py/x gives SCRIPT_NAME=/app.py and
+    PATH_INFO=/app.py/x. Strip that prefix, but only at a segment boundary
+    (/app.pyc/x is not under /app.py).
+    """
+    path = environ.get('PATH_INFO', '')
+    script = environ.get('SCRIPT_NAME', '')
+    if (path + '/').startswith(script + '/'):
+        return path[len(script):]
+    return path
+
+
+def drop_unsafe_variables(environ):
+    """Remove request variables that must never reach the application."""
+    for name in UNSAFE_VARIABLES:
+        environ.pop(name, None)

@@ -1,0 +1,284 @@
+"""Each wsgiref defect that gateway fixes, shown against wsgiref itself."""
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+import gateway.handlers as gw
+import wsgiref.handlers as std
+import wsgi_apps
+from conftest import REPO, TESTS
+from test_handlers_differential import environ, run_in_process
+
+
+class RecordingHandler(gw.SimpleHandler):
+    """An origin server handler that records abort_response() calls."""
+
+    aborted = 0
+
+    def abort_response(self):
+        super().abort_response()
+        type(self).aborted += 1
+
+
+def run_recording(app, **env):
+    RecordingHandler.aborted = 0
+    out, err = io.BytesIO(), io.StringIO()
+    RecordingHandler(io.BytesIO(), out, err, environ(**env)).run(app)
+    return out.getvalue(), err.getvalue(), RecordingHandler.aborted
+
+
+def body_of(raw):
+    return raw.partition(b'\r\n\r\n')[2]
+
+
+# 1. Content-Length is a promise: never more, and a shortfall is noticed.
+
+def test_never_more_than_declared_content_length():
+    out, err, aborted = run_recording(wsgi_apps.too_long)
+    assert body_of(out) == b'12345'
+    assert 'more than its Content-Length of 5; 5 bytes dropped' in err
+    assert aborted == 0
+    stdlib_out, _ = run_in_process(std, 'SimpleHandler', wsgi_apps.too_long, environ())
+    assert body_of(stdlib_out) == b'12345EXTRA'   # the defect being fixed
+
+
+def test_fewer_bytes_than_declared_is_logged_and_aborts():
+    out, err, aborted = run_recording(wsgi_apps.too_short)
+    assert body_of(out) == b'only a little'
+    assert 'response truncated: Content-Length 100 declared, 13 bytes sent' in err
+    assert aborted == 1
+
+
+def test_excess_dropped_for_cgi_too():
+    out, err = run_in_process(gw, 'BaseCGIHandler', wsgi_apps.too_long, environ())
+    assert out == b'Status: 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n12345'
+    assert 'bytes dropped' in err
+
+
+def test_invalid_declared_content_length_is_a_500():
+    def app(environ, start_response):
+        start_response('200 OK', [('Content-Length', '12abc')])
+        return [b'x']
+    out, err = run_in_process(gw, 'BaseCGIHandler', app, environ())
+    assert out.startswith(b'Status: 500 Internal Server Error\r\n')
+    assert 'Invalid Content-Length' in err
+
+
+# 2. No Content-Length on 1xx/204/304; no body after HEAD (origin server).
+
+@pytest.mark.parametrize('app', [wsgi_apps.no_content, wsgi_apps.not_modified,
+                                 wsgi_apps.continue_status], ids=lambda a: a.__name__)
+@pytest.mark.parametrize('class_name', ['SimpleHandler', 'BaseCGIHandler'])
+def test_no_content_length_on_responses_without_content(app, class_name):
+    out, err = run_in_process(gw, class_name, app, environ())
+    assert b'Content-Length' not in out, out
+    assert err == ''
+    stdlib_out, _ = run_in_process(std, class_name, app, environ())
+    assert b'Content-Length: 0' in stdlib_out   # the defect being fixed
+
+
+def test_head_gets_headers_of_get_but_no_body():
+    get, _ = run_in_process(gw, 'SimpleHandler', wsgi_apps.hello, environ())
+    head, err = run_in_process(gw, 'SimpleHandler', wsgi_apps.hello, environ(REQUEST_METHOD='HEAD'))
+    assert head == get.partition(b'\r\n\r\n')[0] + b'\r\n\r\n'
+    assert b'Content-Length: 14\r\n' in head
+    assert err == ''
+    stdlib_head, _ = run_in_process(std, 'SimpleHandler', wsgi_apps.hello,
+                                    environ(REQUEST_METHOD='HEAD'))
+    assert stdlib_head.endswith(b'Hello, world!\n')   # the defect being fixed
+
+
+def test_head_with_app_that_sends_nothing_is_not_truncated():
+    def app(environ, start_response):
+        start_response('200 OK', [('Content-Length', '1000')])
+        return []
+    out, err, aborted = run_recording(app, REQUEST_METHOD='HEAD')
+    assert b'Content-Length: 1000\r\n' in out and body_of(out) == b''
+    assert aborted == 0 and err == ''
+
+
+# 3. An app that returns bytes or str is told so in one line.
+
+@pytest.mark.parametrize('app, kind', [(wsgi_apps.returns_bytes, 'bytes'),
+                                       (wsgi_apps.returns_str, 'str')])
+def test_returning_bytes_or_str_is_explained(app, kind):
+    out, err = run_in_process(gw, 'BaseCGIHandler', app, environ())
+    assert out.startswith(b'Status: 500 Internal Server Error\r\n')
+    assert err.splitlines()[-1] == (
+        f'AssertionError: The application returned {kind} instead of an iterable of bytes;'
+        ' return [body] instead')
+
+
+def test_returning_empty_bytes_still_means_an_empty_body():
+    def app(environ, start_response):
+        start_response('200 OK', [])
+        return b''
+    out, err = run_in_process(gw, 'BaseCGIHandler', app, environ())
+    assert out == b'Status: 200 OK\r\nContent-Length: 0\r\n\r\n' and err == ''
+
+
+# 4. An error after the headers went out: logged, aborted, close() always called.
+
+def test_error_after_headers_logs_traceback_and_aborts():
+    closed = []
+
+    def app(environ, start_response):
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return wsgi_apps.ClosingIterable([b'partial ', b'never'], closed, fail_at=1)
+    out, err, aborted = run_recording(app)
+    assert body_of(out) == b'partial '
+    assert 'Traceback (most recent call last)' in err
+    assert 'RuntimeError: iteration failed at 1' in err
+    assert 'error after the response headers were sent; response aborted' in err
+    assert aborted == 1
+    assert closed == ['closed']
+
+
+def test_close_that_raises_after_a_complete_response_sends_nothing_more():
+    closed = []
+
+    def app(environ, start_response):
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return wsgi_apps.ClosingIterable([b'complete'], closed, close_raises=True)
+    out, err = run_in_process(gw, 'BaseCGIHandler', app, environ())
+    assert out == b'Status: 200 OK\r\nContent-Type: text/plain\r\n\r\ncomplete'
+    assert 'RuntimeError: close() failed' in err
+    assert closed == ['closed']
+    stdlib_out, _ = run_in_process(std, 'BaseCGIHandler', app, environ())
+    assert stdlib_out.count(b'Status:') == 2   # wsgiref appends a second response
+
+
+@pytest.mark.parametrize('fail_at', [None, 0, 1])
+def test_close_called_exactly_once(fail_at):
+    closed = []
+
+    def app(environ, start_response):
+        start_response('200 OK', [])
+        return wsgi_apps.ClosingIterable([b'a', b'b'], closed, fail_at=fail_at)
+    run_in_process(gw, 'BaseCGIHandler', app, environ())
+    assert closed == ['closed']
+
+
+def test_close_called_when_the_client_disconnects():
+    closed = []
+
+    class Gone(io.BytesIO):
+        def write(self, data):
+            raise BrokenPipeError(32, 'Broken pipe')
+
+    def app(environ, start_response):
+        start_response('200 OK', [])
+        return wsgi_apps.ClosingIterable([b'a', b'b'], closed)
+    err = io.StringIO()
+    gw.SimpleHandler(io.BytesIO(), Gone(), err, environ()).run(app)
+    assert closed == ['closed']
+    assert err.getvalue() == ''
+
+
+def test_exc_info_after_headers_sent_reraises_the_apps_error():
+    def app(environ, start_response):
+        write = start_response('200 OK', [])
+        write(b'sent')
+        try:
+            raise KeyError('original')
+        except KeyError:
+            start_response('500 Oops', [], sys.exc_info())
+        return [b'not reached']
+    out, err = run_in_process(gw, 'BaseCGIHandler', app, environ())
+    assert body_of(out) == b'sent'
+    assert "KeyError: 'original'" in err
+
+
+# 5. Control characters are refused, with or without -O.
+
+@pytest.mark.parametrize('app', [wsgi_apps.header_injection, wsgi_apps.status_injection,
+                                 wsgi_apps.name_injection], ids=lambda a: a.__name__)
+def test_control_characters_refused(app):
+    out, err = run_in_process(gw, 'SimpleHandler', app, environ())
+    assert out.startswith(b'HTTP/1.0 500 Internal Server Error\r\n')
+    assert b'stolen' not in out
+    assert 'ValueError' in err and 'control character' in err
+
+
+@pytest.mark.parametrize('module, expect_split', [('gateway.handlers', False),
+                                                  ('wsgiref.handlers', True)])
+def test_control_characters_refused_under_python_O(module, expect_split):
+    code = ("import io, sys, wsgi_apps\n"
+            f"from {module} import SimpleHandler\n"
+            "out = io.BytesIO()\n"
+            "env = {'REQUEST_METHOD': 'GET', 'SERVER_PROTOCOL': 'HTTP/1.0'}\n"
+            "SimpleHandler(io.BytesIO(), out, io.StringIO(), env).run(wsgi_apps.header_injection)\n"
+            "sys.stdout.buffer.write(out.getvalue())\n")
+    proc = subprocess.run([sys.executable, '-O', '-c', code], capture_output=True, timeout=30,
+                          cwd=TESTS, env={'PYTHONPATH': f'{REPO}:{TESTS}'})
+    assert proc.returncode == 0, proc.stderr
+    assert (b'\r\nSet-Cookie: stolen=1\r\n' in proc.stdout) is expect_split
+
+
+@pytest.mark.parametrize('value', ['a\x00b', 'a\x7fb', 'a\x1bb', 'a\nb'])
+def test_headers_class_refuses_control_characters(value):
+    from gateway.headers import Headers
+    with pytest.raises(ValueError):
+        Headers([('X', value)])
+    headers = Headers()
+    with pytest.raises(ValueError):
+        headers['X'] = value
+    with pytest.raises(ValueError):
+        headers.add_header('X', value)
+
+
+def test_headers_allow_tab_and_latin1():
+    from gateway.headers import Headers
+    headers = Headers([('X', 'a\tb caf\xe9 \xa0')])
+    assert bytes(headers) == b'X: a\tb caf\xe9 \xa0\r\n\r\n'
+
+
+def test_hop_by_hop_refused_even_under_python_O():
+    code = ("import io, sys\n"
+            "from gateway.handlers import BaseCGIHandler\n"
+            "def app(e, sr):\n"
+            "    sr('200 OK', [('Connection', 'close')]); return [b'x']\n"
+            "out = io.BytesIO()\n"
+            "BaseCGIHandler(io.BytesIO(), out, io.StringIO(), {}).run(app)\n"
+            "sys.stdout.buffer.write(out.getvalue())\n")
+    proc = subprocess.run([sys.executable, '-O', '-c', code], capture_output=True, timeout=30,
+                          env={'PYTHONPATH': REPO})
+    assert proc.stdout.startswith(b'Status: 500 ')
+
+
+# Chunked responses: the opt-in that replaces wsgiref's "XXX try for chunked".
+
+class ChunkedHandler(gw.SimpleHandler):
+    http_version = '1.1'
+    chunked_encoding = True
+
+
+def run_chunked(app, **env):
+    out = io.BytesIO()
+    env.setdefault('SERVER_PROTOCOL', 'HTTP/1.1')
+    ChunkedHandler(io.BytesIO(), out, io.StringIO(), environ(**env)).run(app)
+    return out.getvalue()
+
+
+def test_chunked_response_when_length_unknown():
+    out = run_chunked(wsgi_apps.two_chunks)
+    assert b'Transfer-Encoding: chunked\r\n' in out and b'Content-Length' not in out
+    assert body_of(out) == b'6\r\nfirst \r\n6\r\nsecond\r\n0\r\n\r\n'
+
+
+def test_chunked_not_used_for_http10_client_or_single_block():
+    assert b'chunked' not in run_chunked(wsgi_apps.two_chunks, SERVER_PROTOCOL='HTTP/1.0')
+    assert b'Content-Length: 14' in run_chunked(wsgi_apps.hello)
+
+
+def test_chunked_error_leaves_the_body_unterminated():
+    out = run_chunked(wsgi_apps.error_after_body)
+    assert body_of(out) == b'8\r\npartial \r\n'
+
+
+def test_chunked_head_sends_no_chunks():
+    out = run_chunked(wsgi_apps.two_chunks, REQUEST_METHOD='HEAD')
+    assert b'Transfer-Encoding: chunked\r\n' in out and body_of(out) == b''
