@@ -1,0 +1,1 @@
+"""FastCGI server: record format, connection handling and process supervision."""

@@ -1,0 +1,863 @@
+"""The FastCGI 1.0 record format, as a state machine that does no I/O.
+
+Everything a FastCGI peer says is a *record*: an 8-byte header, then
+``contentLength`` bytes of content, then ``paddingLength`` bytes of padding
+that the receiver skips::
+
+    version(1)=1  type(1)  requestId(2)  contentLength(2)
+    paddingLength(1)  reserved(1)
+    content (0..65535 bytes)
+    padding (0..255 bytes)
+
+All integers are big-endian.  Records with ``requestId`` 0 are *management*
+records (GET_VALUES and its answer); all others belong to one request.
+
+A request on the application side looks like this (web server -> us)::
+
+    BEGIN_REQUEST  role(2) flags(1) reserved(5); flag 1 is FCGI_KEEP_CONN
+    PARAMS ...     name-value pairs, as many records as needed
+    PARAMS         empty: end of the PARAMS stream
+    STDIN ...      the request body
+    STDIN          empty: end of the STDIN stream
+    (DATA ...      FILTER role only, also ended by an empty record)
+
+and we answer (us -> web server)::
+
+    STDOUT ...     the response (headers and body, CGI style)
+    STDOUT         empty: end of the STDOUT stream
+    STDERR ...     optional, for the web server's error log
+    END_REQUEST    appStatus(4) protocolStatus(1) reserved(3)
+
+A name-value pair is ``nameLength valueLength name value``; each length is one
+byte when it is at most 127, otherwise four bytes with the high bit set
+(a 31-bit length).
+
+``Connection`` is the application side: feed it the bytes read from the
+socket with ``receive_data`` and it returns events; its encoder methods
+return the bytes to write.  It never touches a socket, so the same code serves
+a threaded server, an asyncio one, and the tests.  The helpers at the end
+(``encode_begin_request``, ``encode_params``, ``RecordReader``...) are the web
+server's side of the same format, for tests and test clients.
+"""
+
+import struct
+from typing import NamedTuple
+
+__all__ = [
+    # constants
+    "FCGI_VERSION_1", "FCGI_HEADER_LEN", "FCGI_MAX_CONTENT_LENGTH",
+    "FCGI_MAX_PADDING_LENGTH", "FCGI_NULL_REQUEST_ID",
+    "FCGI_BEGIN_REQUEST", "FCGI_ABORT_REQUEST", "FCGI_END_REQUEST",
+    "FCGI_PARAMS", "FCGI_STDIN", "FCGI_STDOUT", "FCGI_STDERR", "FCGI_DATA",
+    "FCGI_GET_VALUES", "FCGI_GET_VALUES_RESULT", "FCGI_UNKNOWN_TYPE",
+    "RECORD_TYPE_NAMES", "FCGI_KEEP_CONN",
+    "FCGI_RESPONDER", "FCGI_AUTHORIZER", "FCGI_FILTER",
+    "FCGI_REQUEST_COMPLETE", "FCGI_CANT_MPX_CONN", "FCGI_OVERLOADED",
+    "FCGI_UNKNOWN_ROLE",
+    "FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS",
+    # errors, pairs, events, application side
+    "ProtocolError", "encode_pairs", "decode_pairs",
+    "BeginRequest", "RejectedBeginRequest", "Params", "StdinData", "StdinEnd",
+    "Data", "DataEnd", "AbortRequest", "GetValues", "UnknownManagementRecord",
+    "Connection",
+    # web server side
+    "Record", "encode_record", "encode_begin_request", "encode_abort_request",
+    "encode_params", "encode_stdin", "encode_data", "encode_get_values",
+    "decode_end_request", "decode_unknown_type", "RecordReader",
+    "parse_records",
+]
+
+# ---------------------------------------------------------------------------
+# Constants (names as in the FastCGI 1.0 specification)
+# ---------------------------------------------------------------------------
+
+FCGI_VERSION_1 = 1
+FCGI_HEADER_LEN = 8
+FCGI_MAX_CONTENT_LENGTH = 65535
+FCGI_MAX_PADDING_LENGTH = 255
+FCGI_NULL_REQUEST_ID = 0
+
+# Record types
+FCGI_BEGIN_REQUEST = 1
+FCGI_ABORT_REQUEST = 2
+FCGI_END_REQUEST = 3
+FCGI_PARAMS = 4
+FCGI_STDIN = 5
+FCGI_STDOUT = 6
+FCGI_STDERR = 7
+FCGI_DATA = 8
+FCGI_GET_VALUES = 9
+FCGI_GET_VALUES_RESULT = 10
+FCGI_UNKNOWN_TYPE = 11
+
+RECORD_TYPE_NAMES = {
+    FCGI_BEGIN_REQUEST: "BEGIN_REQUEST",
+    FCGI_ABORT_REQUEST: "ABORT_REQUEST",
+    FCGI_END_REQUEST: "END_REQUEST",
+    FCGI_PARAMS: "PARAMS",
+    FCGI_STDIN: "STDIN",
+    FCGI_STDOUT: "STDOUT",
+    FCGI_STDERR: "STDERR",
+    FCGI_DATA: "DATA",
+    FCGI_GET_VALUES: "GET_VALUES",
+    FCGI_GET_VALUES_RESULT: "GET_VALUES_RESULT",
+    FCGI_UNKNOWN_TYPE: "UNKNOWN_TYPE",
+}
+
+# BEGIN_REQUEST flags
+FCGI_KEEP_CONN = 1
+
+# Roles
+FCGI_RESPONDER = 1
+FCGI_AUTHORIZER = 2
+FCGI_FILTER = 3
+
+# END_REQUEST protocolStatus
+FCGI_REQUEST_COMPLETE = 0
+FCGI_CANT_MPX_CONN = 1
+FCGI_OVERLOADED = 2
+FCGI_UNKNOWN_ROLE = 3
+
+# Names a GET_VALUES record may ask about
+FCGI_MAX_CONNS = "FCGI_MAX_CONNS"
+FCGI_MAX_REQS = "FCGI_MAX_REQS"
+FCGI_MPXS_CONNS = "FCGI_MPXS_CONNS"
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that break the FastCGI record format.
+
+    The only exception that malformed input raises.  The message says what
+    was wrong, for the log; the connection cannot be trusted afterwards and
+    should be closed.
+    """
+
+
+def _type_name(record_type):
+    return RECORD_TYPE_NAMES.get(record_type, "type %d" % record_type)
+
+
+# ---------------------------------------------------------------------------
+# Fixed layouts
+# ---------------------------------------------------------------------------
+
+# version, type, requestId, contentLength, paddingLength (reserved skipped)
+_HEADER = struct.Struct(">BBHHBx")
+_BEGIN_BODY = struct.Struct(">HB5x")
+_BEGIN_RECORD = struct.Struct(">BBHHBxHB5x")
+_END_BODY = struct.Struct(">IB3x")
+_END_RECORD = struct.Struct(">BBHHBxIB3x")
+_UNKNOWN_TYPE_RECORD = struct.Struct(">BBHHBxB7x")
+_U32 = struct.Struct(">I")
+
+# Senders align records to 8 bytes (the specification recommends it, and
+# nginx and Go do the same); indexed by the padding length.
+_PADDING = [bytes(n) for n in range(8)]
+
+
+# ---------------------------------------------------------------------------
+# Name-value pairs
+# ---------------------------------------------------------------------------
+
+def _encode_length(n):
+    # One byte up to 127; above, four bytes with the high bit set.
+    if n < 128:
+        return bytes((n,))
+    if n > 0x7FFFFFFF:
+        raise ValueError("a name or value longer than 2**31 - 1 bytes "
+                         "cannot be encoded")
+    return _U32.pack(n | 0x80000000)
+
+
+def _as_bytes(s):
+    # PEP 3333 "bytes in unicode": str travels as latin-1.
+    return s.encode("latin-1") if isinstance(s, str) else bytes(s)
+
+
+def encode_pairs(pairs):
+    """Encode name-value pairs (a dict or an iterable of pairs).
+
+    Names and values may be ``str`` (encoded as latin-1) or bytes.
+    """
+    if isinstance(pairs, dict):
+        pairs = pairs.items()
+    parts = []
+    for name, value in pairs:
+        name = _as_bytes(name)
+        value = _as_bytes(value)
+        parts += (_encode_length(len(name)), _encode_length(len(value)),
+                  name, value)
+    return b"".join(parts)
+
+
+def _long_length(data, pos, n):
+    # The high bit of the first byte announces a four-byte length.
+    if pos + 4 > n:
+        raise ProtocolError("name-value pair: four-byte length cut short")
+    return _U32.unpack_from(data, pos)[0] & 0x7FFFFFFF, pos + 4
+
+
+def decode_pairs(data):
+    """Decode a name-value pair stream into a dict of latin-1 ``str``.
+
+    A name sent twice keeps its last value.  Raises ProtocolError when a
+    length runs past the end of the data.
+    """
+    # Lengths are read from the bytes; names and values are sliced from a
+    # latin-1 copy decoded in one call, which is far cheaper than decoding
+    # each one on its own.
+    text = data.decode("latin-1")
+    pairs = {}
+    n = len(data)
+    pos = 0
+    while pos < n:
+        name_len = data[pos]
+        if name_len > 127:
+            name_len, pos = _long_length(data, pos, n)
+        else:
+            pos += 1
+        if pos >= n:
+            raise ProtocolError("name-value pair: value length missing")
+        value_len = data[pos]
+        if value_len > 127:
+            value_len, pos = _long_length(data, pos, n)
+        else:
+            pos += 1
+        mid = pos + name_len
+        end = mid + value_len
+        if end > n:
+            raise ProtocolError(
+                "name-value pair: lengths %d + %d run %d bytes past the data"
+                % (name_len, value_len, end - n))
+        pairs[text[pos:mid]] = text[mid:end]
+        pos = end
+    return pairs
+
+
+# ---------------------------------------------------------------------------
+# Record encoding (shared by both sides)
+# ---------------------------------------------------------------------------
+
+def _encode_stream(record_type, request_id, data):
+    """Records of ``record_type`` carrying ``data``, each padded to 8 bytes.
+
+    Empty data gives no record at all: an empty record would end the stream.
+    """
+    n = len(data)
+    if n <= FCGI_MAX_CONTENT_LENGTH:
+        if not n:
+            return b""
+        pad = -n & 7
+        return b"".join((_HEADER.pack(1, record_type, request_id, n, pad),
+                         data, _PADDING[pad]))
+    view = memoryview(data).cast("B")
+    parts = []
+    pack = _HEADER.pack
+    for start in range(0, n, FCGI_MAX_CONTENT_LENGTH):
+        chunk = view[start:start + FCGI_MAX_CONTENT_LENGTH]
+        size = len(chunk)
+        pad = -size & 7
+        parts += (pack(1, record_type, request_id, size, pad), chunk,
+                  _PADDING[pad])
+    return b"".join(parts)
+
+
+def _encode_stream_end(record_type, request_id):
+    return _HEADER.pack(1, record_type, request_id, 0, 0)
+
+
+class _Framer:
+    """Holds the start of a record whose end has not arrived yet.
+
+    Complete records are parsed straight from the bytes handed in, by offset,
+    so a read holding whole records is never copied into a buffer.  Only an
+    unfinished tail is kept, with the length it needs before it is worth
+    looking at again, so feeding a large record a byte at a time stays linear.
+    """
+
+    __slots__ = ("_tail", "_need")
+
+    def __init__(self):
+        self._tail = bytearray()
+        self._need = FCGI_HEADER_LEN
+
+    def _join(self, data):
+        """Bytes to parse from, or None while the held record is unfinished."""
+        if type(data) is not bytes:
+            data = bytes(data)
+        tail = self._tail
+        if not tail:
+            return data
+        tail += data
+        if len(tail) < self._need:
+            return None
+        data = bytes(tail)
+        tail.clear()
+        return data
+
+    def _keep(self, data, pos):
+        """Hold ``data[pos:]``, an unfinished record (its header checked)."""
+        left = len(data) - pos
+        if not left:
+            self._need = FCGI_HEADER_LEN
+            return
+        self._tail += memoryview(data)[pos:]
+        if left < FCGI_HEADER_LEN:
+            self._need = FCGI_HEADER_LEN
+        else:
+            _, _, _, clen, plen = _HEADER.unpack_from(data, pos)
+            self._need = FCGI_HEADER_LEN + clen + plen
+
+    @property
+    def buffered(self):
+        """How many bytes of an unfinished record are held."""
+        return len(self._tail)
+
+    def _check_eof(self):
+        if self._tail:
+            raise ProtocolError(
+                "connection closed in the middle of a record "
+                "(%d of %d bytes received)" % (len(self._tail), self._need))
+
+
+def _bad_version(version):
+    return ProtocolError("unsupported FastCGI version %d (expected 1)"
+                         % version)
+
+
+# ---------------------------------------------------------------------------
+# Events (what Connection.receive_data returns)
+# ---------------------------------------------------------------------------
+
+class _Event:
+    __slots__ = ()
+    _fields = ()
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f)
+                   for f in self._fields)
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    # Params holds a dict, so events are not hashable.
+    __hash__ = None
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__, ", ".join(
+            "%s=%r" % (f, getattr(self, f)) for f in self._fields))
+
+
+class _RequestEvent(_Event):
+    __slots__ = _fields = ("request_id",)
+
+    def __init__(self, request_id):
+        self.request_id = request_id
+
+
+class _ChunkEvent(_Event):
+    __slots__ = _fields = ("request_id", "data")
+
+    def __init__(self, request_id, data):
+        self.request_id = request_id
+        self.data = data
+
+
+class _BeginEvent(_Event):
+    __slots__ = _fields = ("request_id", "role", "keep_conn")
+
+    def __init__(self, request_id, role, keep_conn):
+        self.request_id = request_id
+        self.role = role
+        self.keep_conn = keep_conn
+
+
+class BeginRequest(_BeginEvent):
+    """A request starts.  ``role`` may be any number: a server that does not
+    play it answers ``end_request(request_id, protocol_status=
+    FCGI_UNKNOWN_ROLE)``.  When ``keep_conn`` is false the server closes the
+    connection after the END_REQUEST."""
+
+    __slots__ = ()
+
+
+class RejectedBeginRequest(_BeginEvent):
+    """A BEGIN_REQUEST arrived while another request is active on a
+    connection that does not multiplex.  The request is not made active (its
+    other records are ignored); the server must answer
+    ``end_request(request_id, protocol_status=FCGI_CANT_MPX_CONN)``."""
+
+    __slots__ = ()
+
+
+class Params(_Event):
+    """The whole PARAMS stream of a request, once its empty record arrived.
+
+    ``params`` maps latin-1 ``str`` names to latin-1 ``str`` values (see
+    ``decode_pairs``).  For the AUTHORIZER role no STDIN follows, so this is
+    the point to run the application.
+    """
+
+    __slots__ = _fields = ("request_id", "params")
+
+    def __init__(self, request_id, params):
+        self.request_id = request_id
+        self.params = params
+
+
+class StdinData(_ChunkEvent):
+    """A piece of the request body (never empty)."""
+
+    __slots__ = ()
+
+
+class StdinEnd(_RequestEvent):
+    """The request body is complete."""
+
+    __slots__ = ()
+
+
+class Data(_ChunkEvent):
+    """A piece of the FILTER role's data stream (never empty)."""
+
+    __slots__ = ()
+
+
+class DataEnd(_RequestEvent):
+    """The FILTER role's data stream is complete."""
+
+    __slots__ = ()
+
+
+class AbortRequest(_RequestEvent):
+    """The web server gave up on the request (or closed the connection).
+
+    Later records for it are ignored.  The server stops the application as
+    best it can and answers with ``end_request`` promptly.
+    """
+
+    __slots__ = ()
+
+
+class GetValues(_Event):
+    """A GET_VALUES management record: answer with ``get_values_result``,
+    giving only the ``names`` the server knows."""
+
+    __slots__ = _fields = ("names",)
+
+    def __init__(self, names):
+        self.names = names
+
+
+class UnknownManagementRecord(_Event):
+    """A management record (request id 0) of a type we do not know: answer
+    with ``unknown_type(record_type)``."""
+
+    __slots__ = _fields = ("record_type",)
+
+    def __init__(self, record_type):
+        self.record_type = record_type
+
+
+# ---------------------------------------------------------------------------
+# The application side
+# ---------------------------------------------------------------------------
+
+class _Request:
+    """What one active request has received so far."""
+
+    __slots__ = ("params", "params_size", "stdin_done", "data_done",
+                 "aborted", "keep_conn")
+
+    def __init__(self, keep_conn):
+        self.params = []          # PARAMS chunks; None once the stream ended
+        self.params_size = 0
+        self.stdin_done = False
+        self.data_done = False
+        self.aborted = False
+        self.keep_conn = keep_conn
+
+
+class Connection(_Framer):
+    """One FastCGI connection, seen from the application.
+
+    ``receive_data(bytes)`` returns a list of events; the encoder methods
+    return bytes to send.  Any split of the input gives the same events.
+
+    ``multiplex`` says whether several requests may be active at once; when it
+    is false (the default) a BEGIN_REQUEST while a request is active gives
+    ``RejectedBeginRequest`` instead of ``BeginRequest``.
+    ``max_params_size`` bounds the PARAMS stream of one request, in bytes.
+
+    A request is active from its BEGIN_REQUEST until the server calls
+    ``end_request`` for it.  After a ProtocolError the connection is broken:
+    every later ``receive_data`` raises it again.
+    """
+
+    __slots__ = ("_requests", "_multiplex", "_max_params_size", "_eof",
+                 "_error")
+
+    def __init__(self, *, max_params_size=1 << 20, multiplex=False):
+        _Framer.__init__(self)
+        self._requests = {}
+        self._multiplex = multiplex
+        self._max_params_size = max_params_size
+        self._eof = False
+        self._error = None
+
+    # -- state ------------------------------------------------------------
+
+    @property
+    def active_requests(self):
+        """The ids of the active requests (a live, read-only view)."""
+        return self._requests.keys()
+
+    @property
+    def idle(self):
+        """No request is active and no partial record is held."""
+        return not self._requests and not self._tail
+
+    @property
+    def closed(self):
+        """The peer closed its side, or sent something malformed."""
+        return self._eof or self._error is not None
+
+    def keep_conn(self, request_id):
+        """Whether the web server asked to keep the connection after this
+        (active) request."""
+        return self._requests[request_id].keep_conn
+
+    # -- input ------------------------------------------------------------
+
+    def receive_data(self, data):
+        """Consume bytes from the peer; return the events they complete.
+
+        Raises ProtocolError on malformed input.
+        """
+        if self._error is not None:
+            raise ProtocolError("connection already failed: %s" % self._error)
+        if self._eof:
+            raise ProtocolError("data received after the end of input")
+        data = self._join(data)
+        if data is None:
+            return []
+        events = []
+        try:
+            pos = self._parse(data, events)
+        except ProtocolError as exc:
+            self._error = exc
+            raise
+        self._keep(data, pos)
+        return events
+
+    def receive_eof(self):
+        """The peer closed its side.
+
+        Raises ProtocolError when that cut a record short.  Otherwise returns
+        an AbortRequest for each active request that was not already aborted:
+        the web server is gone, so the server handles them as aborted (its
+        END_REQUEST has nowhere to go, but ``end_request`` still clears the
+        request).  Calling it again returns an empty list.
+        """
+        if self._error is not None:
+            raise ProtocolError("connection already failed: %s" % self._error)
+        try:
+            self._check_eof()
+        except ProtocolError as exc:
+            self._error = exc
+            raise
+        self._eof = True
+        events = []
+        for request_id, request in self._requests.items():
+            if not request.aborted:
+                request.aborted = True
+                events.append(AbortRequest(request_id))
+        return events
+
+    def _parse(self, data, events):
+        # The hot loop: one iteration per record, common types inline.
+        unpack = _HEADER.unpack_from
+        requests = self._requests
+        append = events.append
+        n = len(data)
+        pos = 0
+        while n - pos >= FCGI_HEADER_LEN:
+            version, rtype, rid, clen, plen = unpack(data, pos)
+            if version != FCGI_VERSION_1:
+                raise _bad_version(version)
+            start = pos + FCGI_HEADER_LEN
+            end = start + clen
+            if end + plen > n:
+                break
+            # Padding is skipped, whatever its bytes.
+            pos = end + plen
+
+            request = requests.get(rid)
+            if request is None:
+                if rid == FCGI_NULL_REQUEST_ID:
+                    append(self._management(rtype, data[start:end]))
+                elif rtype == FCGI_BEGIN_REQUEST:
+                    append(self._begin(rid, data[start:end]))
+                # Other records for inactive ids are ignored (spec 3.3):
+                # they may belong to a request that has just ended.
+                continue
+            if request.aborted:
+                # After ABORT_REQUEST the web server has no use for what the
+                # request still receives.
+                continue
+            if rtype == FCGI_PARAMS:
+                chunks = request.params
+                if chunks is None:
+                    raise ProtocolError(
+                        "request %d: PARAMS after the end of PARAMS" % rid)
+                if clen:
+                    size = request.params_size + clen
+                    if size > self._max_params_size:
+                        raise ProtocolError(
+                            "request %d: PARAMS larger than %d bytes"
+                            % (rid, self._max_params_size))
+                    request.params_size = size
+                    chunks.append(data[start:end])
+                else:
+                    # A pair may straddle two records, so the stream is
+                    # decoded only once it is complete.
+                    request.params = None
+                    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    append(Params(rid, decode_pairs(raw)))
+            elif rtype == FCGI_STDIN:
+                if request.params is not None:
+                    raise ProtocolError(
+                        "request %d: STDIN before the end of PARAMS" % rid)
+                if request.stdin_done:
+                    raise ProtocolError(
+                        "request %d: STDIN after the end of STDIN" % rid)
+                if clen:
+                    append(StdinData(rid, data[start:end]))
+                else:
+                    request.stdin_done = True
+                    append(StdinEnd(rid))
+            else:
+                append(self._other(request, rtype, rid, data[start:end]))
+        return pos
+
+    def _management(self, rtype, content):
+        if rtype == FCGI_GET_VALUES:
+            # The values of a query are empty; only the names matter.
+            return GetValues(list(decode_pairs(content)))
+        # Spec 4.2: any other management type gets an UNKNOWN_TYPE answer,
+        # so newer peers can probe for what we support.
+        return UnknownManagementRecord(rtype)
+
+    def _begin(self, rid, content):
+        if len(content) != _BEGIN_BODY.size:
+            raise ProtocolError(
+                "request %d: BEGIN_REQUEST body is %d bytes, not 8"
+                % (rid, len(content)))
+        role, flags = _BEGIN_BODY.unpack(content)
+        keep_conn = bool(flags & FCGI_KEEP_CONN)
+        if self._requests and not self._multiplex:
+            # Spec 5.5: a connection that takes one request at a time
+            # answers the others with CANT_MPX_CONN.
+            return RejectedBeginRequest(rid, role, keep_conn)
+        self._requests[rid] = _Request(keep_conn)
+        return BeginRequest(rid, role, keep_conn)
+
+    def _other(self, request, rtype, rid, content):
+        if rtype == FCGI_BEGIN_REQUEST:
+            # The web server may reuse an id only after its END_REQUEST.
+            raise ProtocolError(
+                "request %d: BEGIN_REQUEST for an id already active" % rid)
+        if rtype == FCGI_ABORT_REQUEST:
+            request.aborted = True
+            return AbortRequest(rid)
+        if rtype == FCGI_DATA:
+            if request.params is not None:
+                raise ProtocolError(
+                    "request %d: DATA before the end of PARAMS" % rid)
+            if request.data_done:
+                raise ProtocolError(
+                    "request %d: DATA after the end of DATA" % rid)
+            if content:
+                return Data(rid, content)
+            request.data_done = True
+            return DataEnd(rid)
+        # STDOUT, END_REQUEST and the like only ever travel the other way.
+        raise ProtocolError("request %d: unexpected %s record"
+                            % (rid, _type_name(rtype)))
+
+    # -- output -----------------------------------------------------------
+
+    @staticmethod
+    def stdout(request_id, data):
+        """STDOUT records for ``data`` (nothing when ``data`` is empty)."""
+        return _encode_stream(FCGI_STDOUT, request_id, data)
+
+    @staticmethod
+    def end_stdout(request_id):
+        """The empty STDOUT record that ends the stream."""
+        return _encode_stream_end(FCGI_STDOUT, request_id)
+
+    @staticmethod
+    def stderr(request_id, data):
+        """STDERR records for ``data`` (nothing when ``data`` is empty)."""
+        return _encode_stream(FCGI_STDERR, request_id, data)
+
+    @staticmethod
+    def end_stderr(request_id):
+        """The empty STDERR record that ends the stream."""
+        return _encode_stream_end(FCGI_STDERR, request_id)
+
+    def end_request(self, request_id, app_status=0,
+                    protocol_status=FCGI_REQUEST_COMPLETE):
+        """The END_REQUEST record; the request stops being active.
+
+        ``app_status`` is taken modulo 2**32 (an exit status may be negative).
+        Also the answer to RejectedBeginRequest, AbortRequest and unknown
+        roles, with the matching ``protocol_status``.
+        """
+        self._requests.pop(request_id, None)
+        return _END_RECORD.pack(1, FCGI_END_REQUEST, request_id, 8, 0,
+                                app_status & 0xFFFFFFFF, protocol_status)
+
+    @staticmethod
+    def get_values_result(values):
+        """The GET_VALUES_RESULT record for ``values`` (name -> str or int).
+
+        Give only the names the server knows; the others are left out.
+        """
+        content = encode_pairs(
+            (name, str(value)) for name, value in values.items())
+        if len(content) > FCGI_MAX_CONTENT_LENGTH:
+            raise ValueError("GET_VALUES_RESULT does not fit one record")
+        return encode_record(FCGI_GET_VALUES_RESULT, FCGI_NULL_REQUEST_ID,
+                             content, -len(content) & 7)
+
+    @staticmethod
+    def unknown_type(record_type):
+        """The UNKNOWN_TYPE record answering a management ``record_type``."""
+        return _UNKNOWN_TYPE_RECORD.pack(1, FCGI_UNKNOWN_TYPE,
+                                         FCGI_NULL_REQUEST_ID, 8, 0,
+                                         record_type)
+
+
+# ---------------------------------------------------------------------------
+# The web server side: encoders and a reader for the application's answers.
+# Used by the tests and by test clients; the server itself needs none of it.
+# ---------------------------------------------------------------------------
+
+def encode_record(record_type, request_id, content=b"", padding=0):
+    """One record, exactly as given (``padding`` zero bytes after content)."""
+    if len(content) > FCGI_MAX_CONTENT_LENGTH:
+        raise ValueError("record content longer than 65535 bytes")
+    if not 0 <= padding <= FCGI_MAX_PADDING_LENGTH:
+        raise ValueError("padding must be 0 to 255 bytes")
+    return b"".join((_HEADER.pack(1, record_type, request_id, len(content),
+                                  padding), content, bytes(padding)))
+
+
+def encode_begin_request(request_id, role=FCGI_RESPONDER, keep_conn=False):
+    """The BEGIN_REQUEST record."""
+    return _BEGIN_RECORD.pack(1, FCGI_BEGIN_REQUEST, request_id, 8, 0, role,
+                              FCGI_KEEP_CONN if keep_conn else 0)
+
+
+def encode_abort_request(request_id):
+    """The ABORT_REQUEST record."""
+    return _encode_stream_end(FCGI_ABORT_REQUEST, request_id)
+
+
+def encode_params(request_id, params):
+    """The whole PARAMS stream: pairs split over records as they come (a
+    pair may straddle two), then the empty record."""
+    return (_encode_stream(FCGI_PARAMS, request_id, encode_pairs(params))
+            + _encode_stream_end(FCGI_PARAMS, request_id))
+
+
+def _encode_input(record_type, request_id, data, end):
+    out = _encode_stream(record_type, request_id, data)
+    return out + _encode_stream_end(record_type, request_id) if end else out
+
+
+def encode_stdin(request_id, data, *, end=True):
+    """STDIN records for ``data``, then (with ``end``) the empty record."""
+    return _encode_input(FCGI_STDIN, request_id, data, end)
+
+
+def encode_data(request_id, data, *, end=True):
+    """DATA records for ``data``, then (with ``end``) the empty record."""
+    return _encode_input(FCGI_DATA, request_id, data, end)
+
+
+def encode_get_values(names):
+    """A GET_VALUES record asking about ``names``."""
+    content = encode_pairs((name, b"") for name in names)
+    return encode_record(FCGI_GET_VALUES, FCGI_NULL_REQUEST_ID, content,
+                         -len(content) & 7)
+
+
+def decode_end_request(content):
+    """``(app_status, protocol_status)`` from an END_REQUEST body."""
+    if len(content) != _END_BODY.size:
+        raise ProtocolError("END_REQUEST body is %d bytes, not 8"
+                            % len(content))
+    return _END_BODY.unpack(content)
+
+
+def decode_unknown_type(content):
+    """The record type an UNKNOWN_TYPE body names."""
+    if len(content) != 8:
+        raise ProtocolError("UNKNOWN_TYPE body is %d bytes, not 8"
+                            % len(content))
+    return content[0]
+
+
+class Record(NamedTuple):
+    """One record as read: its type, request id and content (no padding)."""
+
+    type: int
+    request_id: int
+    content: bytes
+
+
+class RecordReader(_Framer):
+    """Splits a byte stream into records, whatever the split of the input.
+
+    ``feed(bytes)`` returns the records completed so far; ``eof()`` raises
+    ProtocolError when the stream ended inside a record.
+    """
+
+    __slots__ = ()
+
+    def feed(self, data):
+        """Consume bytes; return the list of records they complete."""
+        data = self._join(data)
+        if data is None:
+            return []
+        records = []
+        n = len(data)
+        pos = 0
+        while n - pos >= FCGI_HEADER_LEN:
+            version, rtype, rid, clen, plen = _HEADER.unpack_from(data, pos)
+            if version != FCGI_VERSION_1:
+                raise _bad_version(version)
+            start = pos + FCGI_HEADER_LEN
+            if start + clen + plen > n:
+                break
+            records.append(Record(rtype, rid, data[start:start + clen]))
+            pos = start + clen + plen
+        self._keep(data, pos)
+        return records
+
+    def eof(self):
+        """Raise ProtocolError if an unfinished record is held."""
+        self._check_eof()
+
+
+def parse_records(data):
+    """Yield each Record of complete ``data``; ProtocolError if it is cut."""
+    reader = RecordReader()
+    yield from reader.feed(data)
+    reader.eof()
