@@ -1,0 +1,49 @@
+"""Settings of a FastCGI server, shared by the supervisor, its workers and
+every connection. One object, built by the command line or by the flup-style
+``WSGIServer``, read-only once serving starts."""
+
+import os
+
+
+def default_workers():
+    return os.cpu_count() or 1
+
+
+class Config:
+    """What the FastCGI server was asked to do.
+
+    app            MODULE:CALLABLE to import in each worker (so that SIGHUP
+                   brings fresh code), or None when ``application`` is given.
+    application    an already imported WSGI callable (the flup-style API).
+    binds          addresses: "HOST:PORT", "[V6]:PORT", "unix:PATH", "fd://N".
+                   Empty: the listening socket on fd 0 (mod_fcgid, spawn-fcgi)
+                   or, when fd 0 is a connected stream, that one connection.
+    """
+
+    def __init__(self, **settings):
+        self.app = None
+        self.application = None
+        self.binds = []
+        self.workers = default_workers()
+        self.threads = 1
+        self.backlog = 1024
+        self.max_requests = 0           # per worker; 0: never recycle
+        self.timeout = 30.0             # a request running longer gets its worker replaced; 0: never
+        self.graceful_timeout = 30.0    # SIGTERM: how long in-flight requests may take
+        self.max_connections = 1024     # per worker; beyond it, BEGIN_REQUEST gets OVERLOADED; 0: unlimited
+        self.read_timeout = 60.0        # a web server silent mid-request (or idle between requests) this long is dropped
+        self.max_params_size = 1 << 20  # bytes of PARAMS per request
+        self.fcgi_stderr = False        # wsgi.errors to FCGI_STDERR records instead of the server log
+        self.web_server_addrs = None    # allowed peer addresses; None: FCGI_WEB_SERVER_ADDRS, else anyone
+        self.unix_mode = None           # permission bits for unix sockets (int)
+        self.unix_group = None          # group name or id for unix sockets
+        self.chdir = None
+        self.log_level = 'info'
+        for name, value in settings.items():
+            if not hasattr(self, name):
+                raise TypeError(f"unknown FastCGI setting {name!r}")
+            setattr(self, name, value)
+
+    def __repr__(self):
+        fields = ', '.join(f'{k}={v!r}' for k, v in vars(self).items())
+        return f'Config({fields})'

@@ -1,0 +1,250 @@
+"""One web-server connection: records in, WSGI requests run one at a time.
+
+The connection does not multiplex (FCGI_MPXS_CONNS=0, as nginx, Apache and
+IIS never do): a BEGIN_REQUEST while a request runs is answered
+CANT_MPX_CONN. Management records (GET_VALUES, unknown types) are answered
+whenever they arrive, even in the middle of a request.
+"""
+
+import logging
+import select
+import socket
+from collections import deque
+
+from . import protocol as fcgi
+from .handler import FastCGIHandler, RecordErrors, RequestAborted, ServerLog
+
+log = logging.getLogger('gateway')
+
+_RECV_SIZE = 1 << 16
+
+
+class ServedConnection:
+    """Serves the requests a web server sends over one socket.
+
+    The owner calls ``handle_readable()`` when the socket has data; it runs
+    every request that is complete enough to start and returns whether the
+    connection is still open. While an application runs, its reads of
+    ``wsgi.input`` pull more records through ``pump()``.
+    """
+
+    def __init__(self, sock, app, config, values, multithread=False, multiprocess=True,
+                 overloaded=False, on_request=None, idle_timeout=True):
+        self.sock = sock
+        self.app = app
+        self.config = config
+        self.values = values            # the answers to GET_VALUES
+        self.multithread = multithread
+        self.multiprocess = multiprocess
+        self.overloaded = overloaded
+        self.on_request = on_request    # called (started: bool) around each request
+        self.protocol = fcgi.Connection(max_params_size=config.max_params_size)
+        self.events = deque()
+        self.input = None               # the running request's RequestInput
+        self.running_id = None
+        self.aborted_id = None
+        self.open = True
+        self.last_active = 0.0
+        # A plain socket can be polled for an ABORT_REQUEST between blocks of
+        # a streamed response; a Windows pipe cannot.
+        self.pollable = isinstance(sock, socket.socket)
+        if self.pollable:
+            # Where the peer may rightly stay silent between requests (the
+            # single IIS connection), only a request in progress times out.
+            sock.settimeout(config.read_timeout if idle_timeout and config.read_timeout else None)
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    # -- driving ------------------------------------------------------------
+
+    def handle_readable(self):
+        """Read what the web server sent and serve it. False once closed."""
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+            if not data:
+                self.close()
+                return False
+            self.events.extend(self.protocol.receive_data(data))
+            while self.events and self.open:
+                self._dispatch(self.events.popleft())
+        except fcgi.ProtocolError as error:
+            log.warning('closing a connection from the web server: %s', error)
+            self.close()
+        except socket.timeout:
+            log.warning('closing a connection: the web server sent nothing for %gs',
+                        self.config.read_timeout)
+            self.close()
+        except OSError as error:
+            log.info('connection from the web server lost: %s', error)
+            self.close()
+        return self.open
+
+    def _dispatch(self, event):
+        kind = type(event)
+        if kind is fcgi.Params:
+            self._run_request(event)
+        elif kind is fcgi.BeginRequest:
+            if self.overloaded:
+                log.warning('request refused with OVERLOADED: %d connections is this worker\'s'
+                            ' limit (--max-connections)', self.config.max_connections)
+                self._end_unserved(event.request_id, fcgi.FCGI_OVERLOADED)
+            elif event.role != fcgi.FCGI_RESPONDER:
+                log.warning('request refused with UNKNOWN_ROLE: role %d is not served'
+                            ' (only RESPONDER)', event.role)
+                self._end_unserved(event.request_id, fcgi.FCGI_UNKNOWN_ROLE)
+        elif kind is fcgi.AbortRequest:
+            # Aborted before its PARAMS were complete: nothing ran.
+            self.send(self.protocol.end_request(event.request_id))
+        else:
+            self._answer_out_of_band(event)
+
+    def _end_unserved(self, request_id, status):
+        keep = self.protocol.keep_conn(request_id)
+        self.send(self.protocol.end_request(request_id, 0, status))
+        if not keep:
+            self.close()
+
+    def _answer_out_of_band(self, event):
+        """Records that may come at any time, even while a request runs."""
+        kind = type(event)
+        if kind is fcgi.GetValues:
+            values = self.values
+            self.send(self.protocol.get_values_result(
+                {name: values[name] for name in event.names if name in values}))
+        elif kind is fcgi.RejectedBeginRequest:
+            self.send(self.protocol.end_request(event.request_id, 0, fcgi.FCGI_CANT_MPX_CONN))
+        elif kind is fcgi.UnknownManagementRecord:
+            self.send(self.protocol.unknown_type(event.record_type))
+        # STDIN/DATA of a request that is not running (a refused role) and
+        # DATA of any request: nothing reads them.
+
+    # -- one request ----------------------------------------------------------
+
+    def _run_request(self, event):
+        request_id = event.request_id
+        keep_conn = self.protocol.keep_conn(request_id)
+        errors = RecordErrors(self, request_id) if self.config.fcgi_stderr else ServerLog()
+        handler = FastCGIHandler(self, request_id, event.params, errors,
+                                 self.multithread, self.multiprocess)
+        self.input = handler.stdin
+        self.running_id = request_id
+        self.aborted_id = None
+        on_request = self.on_request
+        if on_request is not None:
+            on_request(True)
+        try:
+            handler.run(self.app)
+            if not self.open:   # the web server hung up or went silent
+                self.close()
+                return
+            if handler.aborted:
+                log.warning('%s: response incomplete; closing the connection so the web server'
+                            ' sees it failed', _describe(event.params))
+                self.close()
+                return
+            ended = self.input.ended
+            self.send(handler.take_output() + self.protocol.end_stdout(request_id)
+                      + self.protocol.end_request(request_id))
+        except OSError as error:
+            # The web server hung up (or timed out) mid-response.
+            log.info('%s: connection lost while answering: %s', _describe(event.params), error)
+            self.close()
+            return
+        finally:
+            self.input = None
+            self.running_id = None
+            if on_request is not None:
+                on_request(False)
+        if not keep_conn:
+            self._close_after_response(ended)
+
+    def _close_after_response(self, input_ended):
+        if not input_ended:
+            # Closing with unread STDIN in the socket buffer would reset the
+            # connection, and a reset can destroy the response in flight:
+            # say we are done, then read until the web server closes too.
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+                while self.sock.recv(_RECV_SIZE):
+                    pass
+            except OSError:
+                pass
+        self.close()
+
+    # -- called by the running request ----------------------------------------
+
+    def pump(self, request_id):
+        """Process records until some STDIN for *request_id* has arrived.
+
+        Raises RequestAborted when the web server aborts the request, hangs
+        up or stays silent for read_timeout.
+        """
+        events = self.events
+        protocol = self.protocol
+        progressed = False
+        while not progressed:
+            if not events:
+                try:
+                    data = self.sock.recv(_RECV_SIZE)
+                except socket.timeout:
+                    log.warning('request %d: the web server sent no input for %gs; aborting it',
+                                request_id, self.config.read_timeout)
+                    self._abandon(request_id)
+                if not data:
+                    self._abandon(request_id)
+                events.extend(protocol.receive_data(data))
+                continue
+            event = events.popleft()
+            kind = type(event)
+            if kind is fcgi.StdinData and event.request_id == request_id:
+                self.input.feed(event.data)
+                progressed = True
+            elif kind is fcgi.StdinEnd and event.request_id == request_id:
+                self.input.end()
+                progressed = True
+            elif kind is fcgi.AbortRequest and event.request_id == request_id:
+                self.input.end()
+                self.aborted_id = request_id
+                raise RequestAborted(request_id)
+            else:
+                self._answer_out_of_band(event)
+
+    def _abandon(self, request_id):
+        self.input.end()
+        self.open = False
+        raise RequestAborted(request_id)
+
+    def check_abort(self, request_id):
+        """Between blocks of a streamed response: has the request been aborted?"""
+        if self.aborted_id == request_id:
+            raise RequestAborted(request_id)
+        if self.pollable and select.select([self.sock], (), (), 0)[0]:
+            # There is input: let pump() sort it, but do not wait for more.
+            data = self.sock.recv(_RECV_SIZE)
+            if not data:
+                self._abandon(request_id)
+            self.events.extend(self.protocol.receive_data(data))
+            pending, self.events = self.events, deque()
+            for event in pending:
+                if type(event) is fcgi.AbortRequest and event.request_id == request_id:
+                    self.input.end()
+                    self.aborted_id = request_id
+                    raise RequestAborted(request_id)
+                self.events.append(event)
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def close(self):
+        if self.open or self.sock.fileno() >= 0:
+            self.open = False
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+def _describe(params):
+    return '%s %s' % (params.get('REQUEST_METHOD', '-'),
+                      params.get('REQUEST_URI') or params.get('SCRIPT_NAME', '') + params.get('PATH_INFO', ''))

@@ -1,0 +1,279 @@
+"""A worker process's serving loop: accept connections, serve their requests.
+
+One selector watches the listening sockets and every open connection
+between requests, so idle keep-alive connections (nginx's upstream pool)
+cost nothing and never block a request that arrives on another connection.
+With one thread a readable connection is served right in the loop; with
+more, it is handed to a pool thread and comes back when its request is done.
+"""
+
+import logging
+import os
+import queue
+import selectors
+import socket
+import threading
+import time
+
+from . import protocol as fcgi
+from .connection import ServedConnection
+
+log = logging.getLogger('gateway')
+
+_ACCEPT = object()
+_WAKE = object()
+
+
+def server_values(config, processes):
+    """Truthful answers to FCGI_GET_VALUES for a server of *processes* workers."""
+    per_worker = config.max_connections or 1024
+    return {
+        fcgi.FCGI_MAX_CONNS: str(per_worker * processes),
+        fcgi.FCGI_MAX_REQS: str(config.threads * processes),
+        fcgi.FCGI_MPXS_CONNS: '0',
+    }
+
+
+def _allowed_peers(config):
+    if config.web_server_addrs is not None:
+        return config.web_server_addrs
+    value = os.environ.get('FCGI_WEB_SERVER_ADDRS', '').strip()
+    return [address.strip() for address in value.split(',') if address.strip()] or None
+
+
+class Worker:
+    """Serves FastCGI connections from *listeners* until stopped."""
+
+    def __init__(self, listeners, app, config, heartbeat=None):
+        self.listeners = list(listeners)
+        self.app = app
+        self.config = config
+        self.heartbeat = heartbeat
+        self.values = server_values(config, max(config.workers, 1))
+        self.allowed_peers = _allowed_peers(config)
+        self.selector = selectors.DefaultSelector()
+        self.connections = set()
+        self.stopping = None            # None, 'graceful' or 'fast'
+        self.requests_served = 0
+        self._counts = [0] * max(config.threads, 1)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._returned = queue.SimpleQueue()
+        self._work = queue.SimpleQueue()
+        self._busy = 0
+        self._threads = []
+
+    # -- control ------------------------------------------------------------
+
+    def stop(self, graceful=True):
+        """Ask run() to return: after in-flight requests, or at once."""
+        if self.stopping != 'fast':
+            self.stopping = 'graceful' if graceful else 'fast'
+        try:
+            os.write(self._wake_w, b'x')
+        except OSError:
+            pass
+
+    # -- the loop -------------------------------------------------------------
+
+    def run(self):
+        config = self.config
+        threaded = config.threads > 1
+        for listener in self.listeners:
+            listener.setblocking(False)
+            self.selector.register(listener, selectors.EVENT_READ, _ACCEPT)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        if threaded:
+            for slot in range(config.threads):
+                thread = threading.Thread(target=self._pool_thread, args=(slot,), daemon=True,
+                                          name=f'fastcgi-{slot}')
+                thread.start()
+                self._threads.append(thread)
+        next_sweep = time.monotonic() + 1.0
+        deadline = None
+        try:
+            while True:
+                if self.stopping:
+                    if deadline is None:
+                        deadline = self._begin_stop()
+                    if self.stopping == 'fast' or not self._busy or time.monotonic() > deadline:
+                        if self._busy:
+                            log.warning('graceful stop: %d request(s) still running after %gs;'
+                                        ' leaving them', self._busy, config.graceful_timeout)
+                        return
+                for key, _ in self.selector.select(1.0):
+                    data = key.data
+                    if data is _ACCEPT:
+                        self._accept(key.fileobj)
+                    elif data is _WAKE:
+                        self._drain_wake()
+                    elif threaded:
+                        self.selector.unregister(data.sock)
+                        self._busy += 1
+                        self._work.put(data)
+                    else:
+                        self._serve(data, 0)
+                if threaded:
+                    self._take_back()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._close_idle(now)
+                    next_sweep = now + 1.0
+        finally:
+            for _ in self._threads:
+                self._work.put(None)
+            for conn in list(self.connections):
+                if conn.running_id is None:
+                    conn.close()
+            self.selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _begin_stop(self):
+        for listener in self.listeners:
+            try:
+                self.selector.unregister(listener)
+            except (KeyError, ValueError):
+                pass
+        # Idle keep-alive connections go now; a web server retries a request
+        # that fails on a pooled connection on a fresh one.
+        for conn in list(self.connections):
+            if conn.running_id is None and conn.sock.fileno() >= 0:
+                try:
+                    self.selector.unregister(conn.sock)
+                except (KeyError, ValueError):
+                    pass
+                self._forget(conn)
+        return time.monotonic() + self.config.graceful_timeout
+
+    def _accept(self, listener):
+        try:
+            sock, address = listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another worker took it, or the peer gave up
+        except OSError as error:
+            log.error('accept() failed: %s', error)
+            return
+        if self.allowed_peers and sock.family != socket.AF_UNIX:
+            from .listeners import peer_allowed
+            if not peer_allowed(address, self.allowed_peers):
+                log.warning('connection from %s refused: not in FCGI_WEB_SERVER_ADDRS', address[0])
+                sock.close()
+                return
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        limit = self.config.max_connections
+        conn = ServedConnection(sock, self.app, self.config, self.values,
+                                multithread=self.config.threads > 1,
+                                multiprocess=self.config.workers > 1,
+                                overloaded=bool(limit) and len(self.connections) >= limit)
+        conn.last_active = time.monotonic()
+        self.connections.add(conn)
+        self.selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _serve(self, conn, slot):
+        heartbeat = self.heartbeat
+        counts = self._counts
+
+        def on_request(started):
+            if started:
+                if heartbeat is not None:
+                    heartbeat.started(slot)
+            else:
+                counts[slot] += 1
+                if heartbeat is not None:
+                    heartbeat.finished(slot)
+        conn.on_request = on_request
+        still_open = conn.handle_readable()
+        conn.last_active = time.monotonic()
+        if not self.config.threads > 1:
+            self._after_serve(conn, still_open)
+        return still_open
+
+    def _after_serve(self, conn, still_open):
+        self.requests_served = sum(self._counts)
+        if not still_open:
+            self._forget(conn)
+        elif self.stopping and conn.running_id is None:
+            self._forget(conn)
+        max_requests = self.config.max_requests
+        if max_requests and self.requests_served >= max_requests and not self.stopping:
+            log.info('worker %d served %d requests (--max-requests); recycling', os.getpid(),
+                     self.requests_served)
+            self.stop(graceful=True)
+
+    def _forget(self, conn):
+        try:
+            self.selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        self.connections.discard(conn)
+        conn.close()
+
+    def _close_idle(self, now):
+        timeout = self.config.read_timeout
+        if not timeout:
+            return
+        for conn in list(self.connections):
+            if conn.running_id is None and now - conn.last_active > timeout \
+                    and conn.sock.fileno() >= 0 and self._is_registered(conn):
+                log.info('closing a connection idle for more than %gs', timeout)
+                self._forget(conn)
+
+    def _is_registered(self, conn):
+        try:
+            self.selector.get_key(conn.sock)
+            return True
+        except (KeyError, ValueError):
+            return False
+
+    def _drain_wake(self):
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    # -- threads ----------------------------------------------------------------
+
+    def _pool_thread(self, slot):
+        while True:
+            conn = self._work.get()
+            if conn is None:
+                return
+            try:
+                still_open = self._serve(conn, slot)
+            except Exception:
+                log.exception('unexpected error serving a connection')
+                conn.close()
+                still_open = False
+            self._returned.put((conn, still_open))
+            try:
+                os.write(self._wake_w, b'r')
+            except OSError:
+                pass
+
+    def _take_back(self):
+        while True:
+            try:
+                conn, still_open = self._returned.get_nowait()
+            except queue.Empty:
+                return
+            self._busy -= 1
+            if still_open and not self.stopping:
+                self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+            self._after_serve(conn, still_open and not self.stopping)
+
+
+def serve_stream(stream, app, config):
+    """Serve FastCGI over one already-open connection until the web server
+    closes it: the IIS process model, where each process gets one pipe and
+    IIS starts more processes for more concurrency."""
+    values = server_values(config, 1)
+    values[fcgi.FCGI_MAX_CONNS] = '1'
+    values[fcgi.FCGI_MAX_REQS] = '1'
+    conn = ServedConnection(stream, app, config, values, multithread=False, multiprocess=True,
+                            idle_timeout=False)
+    while conn.handle_readable():
+        pass
