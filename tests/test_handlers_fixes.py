@@ -282,3 +282,23 @@ def test_chunked_error_leaves_the_body_unterminated():
 def test_chunked_head_sends_no_chunks():
     out = run_chunked(wsgi_apps.two_chunks, REQUEST_METHOD='HEAD')
     assert b'Transfer-Encoding: chunked\r\n' in out and body_of(out) == b''
+
+
+def test_empty_first_block_does_not_send_headers_so_a_later_error_is_a_500():
+    def app(environ, start_response):
+        start_response('200 OK', [])
+        yield b''
+        raise RuntimeError('after an empty block')
+    out, err = run_in_process(gw, 'BaseCGIHandler', app, environ())
+    assert out.startswith(b'Status: 500 Internal Server Error\r\n')
+    stdlib_out, _ = run_in_process(std, 'BaseCGIHandler', app, environ())
+    assert stdlib_out.startswith(b'Status: 200 OK')   # headers went out too early
+
+
+def test_handler_state_reset_after_a_disconnect():
+    class Gone(io.BytesIO):
+        def write(self, data):
+            raise ConnectionResetError(104, 'reset')
+    handler = gw.SimpleHandler(io.BytesIO(), Gone(), io.StringIO(), environ())
+    handler.run(wsgi_apps.hello)
+    assert (handler.status, handler.headers, handler.headers_sent) == (None, None, False)

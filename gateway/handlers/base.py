@@ -89,7 +89,9 @@ class BaseHandler:
             self.result = application(self.environ, self.start_response)
             self.finish_response()
         except (ConnectionAbortedError, BrokenPipeError, ConnectionResetError):
-            # The client went away; finish_response() closed the iterable.
+            # The client went away; finish_response() closed the iterable,
+            # this resets the handler for whatever the server does next.
+            self.close()
             return
         except:  # noqa: E722 -- anything the application raises becomes a 500
             try:
@@ -136,7 +138,10 @@ class BaseHandler:
                     " return [body] instead" % type(result).__name__)
             if not self.result_is_file() or not self.sendfile():
                 for data in result:
-                    self.write(data)
+                    # PEP 3333: headers wait for the first non-empty block, so
+                    # an error after an empty one can still become a 500.
+                    if data or self.headers_sent:
+                        self.write(data)
                 self.finish_content()
         except:  # noqa: E722 -- PEP 3333: close() is called on error too
             self._close_result()
