@@ -9,13 +9,40 @@ from .environ import drop_unsafe_variables, iis_path_info, read_environ
 __all__ = ['BaseCGIHandler', 'CGIHandler', 'IISCGIHandler', 'LimitedInput']
 
 
-class LimitedInput:
+class InputLines:
+    """The line-oriented half of a wsgi.input stream, built on readline()."""
+
+    __slots__ = ()
+
+    def readlines(self, hint=-1):
+        lines = []
+        total = 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class LimitedInput(InputLines):
     """A binary stream that ends after *length* bytes of *stream*.
 
     PEP 3333: wsgi.input must not read past CONTENT_LENGTH, and read() with
     no size must return the rest of the body, not block on a server that
     keeps its end of the pipe open.
     """
+
+    __slots__ = ('stream', 'remaining')
 
     def __init__(self, stream, length):
         self.stream = stream
@@ -42,25 +69,6 @@ class LimitedInput:
         if not data:
             self.remaining = 0
         return data
-
-    def readlines(self, hint=-1):
-        lines = []
-        total = 0
-        for line in self:
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
 
     def close(self):
         pass

@@ -9,7 +9,7 @@ body in the web server, never here.
 
 import logging
 
-from ..cgi import BaseCGIHandler
+from ..cgi import BaseCGIHandler, InputLines
 
 log = logging.getLogger('gateway')
 
@@ -25,7 +25,7 @@ class RequestAborted(ConnectionAbortedError):
     logged as an application error."""
 
 
-class RequestInput:
+class RequestInput(InputLines):
     """``wsgi.input``: the request's STDIN stream, read on demand.
 
     PEP 3333: read() with no size returns the rest of the body, every read
@@ -81,24 +81,6 @@ class RequestInput:
         if end and (size < 0 or end < size):
             size = end
         return self._take(size)
-
-    def readlines(self, hint=-1):
-        lines, total = [], 0
-        for line in self:
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
 
 
 class ServerLog:
