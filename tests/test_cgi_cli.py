@@ -1,14 +1,13 @@
 """`python -m gateway cgi` and the `gateway` command as a CGI script."""
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from cgi_support import cgi_env, run_gateway_cgi, split_cgi_response
-from conftest import REPO
+from conftest import REPO, unavailable
 
 ERROR_BODY = b'A server error occurred.  Please contact the administrator.'
 
@@ -112,9 +111,11 @@ def test_cgi_path_imports_only_what_it_needs():
     assert not (loaded & heavy), loaded & heavy
 
 
-@pytest.mark.skipif(shutil.which('gateway') is None, reason='the package is not installed')
 def test_console_script_answers_as_cgi_with_no_arguments():
+    from test_apache_cgi import gateway_program
+    if not gateway_program():
+        unavailable('the gateway command is not installed (pip install -e .)')
     env = cgi_env({'GATEWAY_APP': 'apps.cliapps:app', 'PATH_INFO': '/z'})
-    proc = subprocess.run([shutil.which('gateway')], env=env, capture_output=True, timeout=30,
+    proc = subprocess.run([gateway_program()], env=env, capture_output=True, timeout=30,
                           cwd=os.path.join(REPO, 'tests'))
     assert split_cgi_response(proc.stdout)[2] == b'app /app|/z', proc.stderr

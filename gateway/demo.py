@@ -1,0 +1,84 @@
+"""The demo application: what the appliance serves until you mount your own.
+
+    <mount>/            a short HTML page: which front served it, links
+    <mount>/env...      the request's string CGI/WSGI variables as JSON
+    <mount>/echo        the request body, as sent
+    <mount>/bytes/N     N bytes, streamed in blocks
+    <mount>/error       raises, to show the 500 page (no traceback leaks)
+
+The front's name comes from GATEWAY_FRONT in the environment (set per
+container or web-server config), else from SERVER_SOFTWARE.
+"""
+
+import json
+
+_BLOCK = 64 * 1024
+_MAX_BYTES = 1 << 30
+
+
+def _page(environ):
+    front = environ.get('GATEWAY_FRONT') or environ.get('SERVER_SOFTWARE') or 'unknown'
+    base = environ.get('SCRIPT_NAME', '')
+    escape = {ord('&'): '&amp;', ord('<'): '&lt;', ord('>'): '&gt;', ord('"'): '&quot;'}
+    links = ''.join(f'<li><a href="{base}{path}">{base}{path}</a> {what}</li>'
+                    for path, what in (('/env', 'the request as the app sees it'),
+                                       ('/echo', 'POST a body, get it back'),
+                                       ('/bytes/1000', 'a streamed body of N bytes'),
+                                       ('/error', 'an application error')))
+    return (f'<!doctype html><meta charset="utf-8"><title>gateway demo</title>'
+            f'<h1>gateway demo</h1><p>Served by <b>{front.translate(escape)}</b> through '
+            f'{environ.get("GATEWAY_INTERFACE", "WSGI").translate(escape)}.</p>'
+            f'<ul>{links}</ul>').encode('utf-8')
+
+
+def _bytes(count):
+    block = b'0123456789abcdef' * (_BLOCK // 16)
+    while count > 0:
+        chunk = block[:min(count, _BLOCK)]
+        count -= len(chunk)
+        yield chunk
+
+
+def app(environ, start_response):
+    path = environ.get('PATH_INFO', '')
+    if path in ('', '/'):
+        body = _page(environ)
+        start_response('200 OK', [('Content-Type', 'text/html; charset=utf-8'),
+                                  ('Content-Length', str(len(body)))])
+        return [body]
+    if path == '/env' or path.startswith('/env/'):
+        variables = {key: value for key, value in environ.items() if isinstance(value, str)}
+        variables['wsgi.url_scheme'] = environ.get('wsgi.url_scheme')
+        # latin-1 "bytes in unicode" (PEP 3333) round-trips through JSON's \u escapes.
+        body = json.dumps(variables, sort_keys=True, indent=1).encode('ascii')
+        start_response('200 OK', [('Content-Type', 'application/json'),
+                                  ('Content-Length', str(len(body)))])
+        return [body]
+    if path == '/echo':
+        stream = environ['wsgi.input']
+        blocks = []
+        while True:
+            block = stream.read(_BLOCK)
+            if not block:
+                break
+            blocks.append(block)
+        body = b''.join(blocks)
+        start_response('200 OK', [('Content-Type', 'application/octet-stream'),
+                                  ('Content-Length', str(len(body)))])
+        return [body]
+    if path.startswith('/bytes/'):
+        count = path[len('/bytes/'):]
+        if not count.isdigit() or int(count) > _MAX_BYTES:
+            start_response('400 Bad Request', [('Content-Type', 'text/plain')])
+            return [b'/bytes/N needs a whole number N up to %d\n' % _MAX_BYTES]
+        count = int(count)
+        start_response('200 OK', [('Content-Type', 'application/octet-stream'),
+                                  ('Content-Length', str(count))])
+        return _bytes(count)
+    if path == '/error':
+        raise RuntimeError('the demo application failed on purpose (/error)')
+    start_response('404 Not Found', [('Content-Type', 'text/plain')])
+    return [b'not found: try /, /env, /echo, /bytes/N or /error\n']
+
+
+application = app

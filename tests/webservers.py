@@ -1,0 +1,173 @@
+"""Real Apache and nginx instances on loopback, for the tests that need them.
+
+Each instance gets a private configuration, pid file and logs in a temporary
+directory and listens on a free 127.0.0.1 port. Apache started by root
+would switch its children to another user, who cannot reach a Python under
+/root; run inside a user namespace instead, it stays the invoking user.
+"""
+
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+from conftest import REPO
+
+APACHE_MODULES = '/usr/lib/apache2/modules'
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, timeout=20.0, what='the condition'):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f'{what} did not happen within {timeout:g}s')
+
+
+def port_open(port, host='127.0.0.1'):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def http_request(port, method, path, body=None, headers=None, timeout=30):
+    """(status, headers dict with lower-case names, body bytes)."""
+    connection = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        if body is not None and not any(k.lower() == 'transfer-encoding' for k in headers or {}):
+            connection.putheader('Content-Length', str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return (response.status, {k.lower(): v for k, v in response.getheaders()},
+                response.read())
+    finally:
+        connection.close()
+
+
+class Server:
+    """A web server process with its own directory; stop() returns its error log."""
+
+    name = 'server'
+
+    def __init__(self, directory):
+        self.directory = str(directory)
+        self.port = free_port()
+        self.process = None
+
+    def start(self, command, env=None):
+        self.output = open(os.path.join(self.directory, 'output.log'), 'wb')
+        self.process = subprocess.Popen(command, stdout=self.output, stderr=subprocess.STDOUT,
+                                        env=env, cwd=self.directory)
+
+        def up():
+            if self.process.poll() is not None:
+                raise RuntimeError(f'{self.name} exited with {self.process.returncode}:\n'
+                                   + self.log())
+            return port_open(self.port)
+        wait_until(up, what=f'{self.name} listening on port {self.port}')
+        return self
+
+    def log(self):
+        text = []
+        for name in ('output.log', 'error.log'):
+            path = os.path.join(self.directory, name)
+            if os.path.exists(path):
+                with open(path, errors='replace') as stream:
+                    text.append(stream.read())
+        return '\n'.join(text)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self.process:
+            self.output.close()
+        return self.log()
+
+    def request(self, method, path, body=None, headers=None):
+        return http_request(self.port, method, path, body, headers)
+
+
+def _as_invoking_user(command):
+    if os.geteuid() == 0 and shutil.which('unshare'):
+        return ['unshare', '--user'] + command
+    return command
+
+
+class Apache(Server):
+    name = 'apache2'
+
+    def start(self, site, env=None, modules=()):
+        modules = ['mpm_event', 'authz_core', 'alias', 'cgid', 'env', 'headers', 'mime',
+                   'setenvif', *modules]
+        config = os.path.join(self.directory, 'httpd.conf')
+        loads = '\n'.join(f'LoadModule {name}_module {APACHE_MODULES}/mod_{name}.so'
+                          for name in modules)
+        with open(config, 'w') as stream:
+            stream.write(f"""\
+ServerRoot "{self.directory}"
+ServerName localhost
+Listen 127.0.0.1:{self.port}
+PidFile "{self.directory}/httpd.pid"
+ErrorLog "{self.directory}/error.log"
+LogLevel warn
+ScriptSock "{self.directory}/cgid.sock"
+DefaultRuntimeDir "{self.directory}"
+Mutex file:{self.directory}
+TypesConfig /etc/mime.types
+{loads}
+DocumentRoot "{self.directory}"
+{site}
+""")
+        environment = {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), **(env or {})}
+        return super().start(_as_invoking_user(['apache2', '-f', config, '-DFOREGROUND']),
+                             environment)
+
+
+class Nginx(Server):
+    name = 'nginx'
+
+    def start(self, http_block):
+        config = os.path.join(self.directory, 'nginx.conf')
+        temp = os.path.join(self.directory, 'temp')
+        os.makedirs(temp, exist_ok=True)
+        with open(config, 'w') as stream:
+            stream.write(f"""\
+worker_processes 1;
+daemon off;
+pid {self.directory}/nginx.pid;
+error_log {self.directory}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {temp}/body;
+    fastcgi_temp_path {temp}/fastcgi;
+    proxy_temp_path {temp}/proxy;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+{http_block.replace('PORT', str(self.port))}
+}}
+""")
+        return super().start(_as_invoking_user(['nginx', '-c', config, '-p', self.directory]))
+
+
+def repo_file(*parts):
+    return os.path.join(REPO, *parts)
