@@ -1,0 +1,122 @@
+# Images of the gateway appliance, one target per role:
+#
+#   docker build --target app    -t gateway-app .     # FastCGI server (port 9000)
+#   docker build --target nginx  -t gateway-nginx .   # nginx + fcgiwrap (port 8080)
+#   docker build --target apache -t gateway-apache .  # Apache mod_cgid/proxy_fcgi/fcgid (port 8080)
+#   docker build --target base   -t gateway-base .    # python3 + the gateway package
+#
+# Everything runs as an unprivileged user. The base image is the official
+# debian:bookworm-slim; where no registry can be reached, scripts/build-base-image
+# builds an equivalent image locally under the same name.
+#
+# Layer order keeps rebuilds cheap: the Debian packages of every image are
+# installed before the gateway package is copied in, so editing the Python
+# code rebuilds only the last layers.
+ARG BASE_IMAGE=debian:bookworm-slim
+
+# --- python: Debian's python3 and the users ----------------------------------
+FROM ${BASE_IMAGE} AS python
+ARG DEBIAN_FRONTEND=noninteractive
+# GATEWAY_APP: the WSGI application served, MODULE:CALLABLE (by default the
+# demo); GATEWAY_CGI: the gateway program, for web servers running it as CGI.
+ENV LANG=C.UTF-8 \
+    PYTHONUNBUFFERED=1 \
+    GATEWAY_APP=gateway.demo:application \
+    GATEWAY_CGI=/usr/local/bin/gateway
+
+# The package has no dependencies: it is copied to /opt/gateway rather than
+# installed with pip, so building needs no Python package index. A .pth file
+# puts it on the path of every python3 process, CGI scripts included (a web
+# server passes them no PYTHONPATH); the "gateway" command is the script pip
+# would have generated. The web servers' user (www-data) is in the
+# gateway group, so a unix socket shared through a volume can be group-owned
+# (USER names no group below: with one, Docker drops supplementary groups).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 gateway \
+    && useradd --uid 10001 --gid gateway --home-dir /nonexistent \
+        --no-create-home --shell /usr/sbin/nologin gateway \
+    && usermod --append --groups gateway www-data \
+    && install -d -o gateway -g gateway -m 2775 /run/gateway \
+    && echo /opt/gateway \
+        > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/gateway.pth" \
+    && printf '%s\n' '#!/usr/bin/python3' 'import sys' 'from gateway.__main__ import main' \
+        'sys.exit(main())' > "$GATEWAY_CGI" \
+    && chmod 0755 "$GATEWAY_CGI"
+
+# --- package: the gateway package, byte-compiled -----------------------------
+# Compiled at build time: the run-time users cannot write __pycache__ there,
+# and a CGI process would otherwise pay the compile cost on every request.
+FROM python AS package
+COPY gateway/ /opt/gateway/gateway/
+RUN python3 -m compileall -q /opt/gateway \
+    && python3 -c 'import gateway; print("gateway", gateway.__version__)'
+
+# --- base: python3 with the gateway package ----------------------------------
+FROM python AS base
+COPY --from=package /opt/gateway /opt/gateway
+USER gateway
+WORKDIR /run/gateway
+CMD ["python3", "-c", "import gateway; print(gateway.__file__)"]
+
+# --- app: the FastCGI server --------------------------------------------------
+FROM base AS app
+EXPOSE 9000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', 9000), 2).close()"]
+CMD ["python3", "-m", "gateway", "fastcgi", "--bind", "0.0.0.0:9000"]
+
+# --- web: what both web-server images share -----------------------------------
+FROM python AS web
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+
+# --- nginx: nginx, with fcgiwrap for CGI -------------------------------------
+FROM web AS nginx
+ARG DEBIAN_FRONTEND=noninteractive
+STOPSIGNAL SIGQUIT
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nginx fcgiwrap \
+    && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/* /var/log/nginx/* \
+    && ln -s /dev/stderr /var/log/nginx/error.log \
+    && ln -s /dev/stdout /var/log/nginx/access.log
+COPY nginx/nginx.conf /etc/nginx/nginx.conf
+COPY nginx/default.conf /etc/nginx/conf.d/default.conf
+COPY nginx/entrypoint.sh /usr/local/bin/gateway-nginx
+# The configuration test creates the pid file and temp directories as root:
+# remove them, the unprivileged nginx creates its own.
+RUN chmod 0755 /usr/local/bin/gateway-nginx \
+    && nginx -t -q \
+    && rm -rf /tmp/nginx*
+COPY --from=package /opt/gateway /opt/gateway
+USER www-data
+WORKDIR /tmp
+CMD ["gateway-nginx"]
+
+# --- apache: Apache httpd with mod_cgid, mod_proxy_fcgi and mod_fcgid ---------
+FROM web AS apache
+ARG DEBIAN_FRONTEND=noninteractive
+STOPSIGNAL SIGWINCH
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends apache2 libapache2-mod-fcgid \
+    && rm -rf /var/lib/apt/lists/* /var/log/apache2/* /var/www/html/* \
+    && echo ok > /var/www/html/healthz \
+    && install -d -o www-data -g www-data /run/apache2 /run/apache2/socks /run/lock/apache2 \
+    && a2dismod -f autoindex status \
+    && a2enmod cgid proxy_fcgi headers \
+    && a2disconf other-vhosts-access-log serve-cgi-bin \
+    && a2dissite 000-default \
+    && : > /etc/apache2/ports.conf \
+    && ln -s /dev/stderr /var/log/apache2/error.log \
+    && ln -s /dev/stdout /var/log/apache2/access.log
+COPY apache/gateway.conf /etc/apache2/sites-available/gateway.conf
+COPY apache/entrypoint.sh /usr/local/bin/gateway-apache
+RUN chmod 0755 /usr/local/bin/gateway-apache \
+    && a2ensite gateway \
+    && gateway-apache -t
+COPY --from=package /opt/gateway /opt/gateway
+USER www-data
+WORKDIR /tmp
+CMD ["gateway-apache"]

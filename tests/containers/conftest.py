@@ -1,0 +1,276 @@
+"""Fixtures for tests that build and run the repository's container images.
+
+Tests marked ``container`` need a Docker engine. Without one they are skipped,
+with the reason, on a user's machine, but they fail when the CI environment
+variable is true: CI must never pass by skipping them (see ``no_engine``).
+
+The images are built from the Dockerfile targets. Their base image,
+debian:bookworm-slim, is pulled when a registry can be reached and otherwise
+built locally by scripts/build-base-image. Built images are kept (so the next
+run reuses the build cache); every container a test starts is removed.
+
+Environment:
+  GATEWAY_TEST_IMAGE_PREFIX  name prefix of the built images (gateway-test)
+  GATEWAY_BUILD_NETWORK      network mode of the build containers, e.g. host
+                             (default: the engine's default network)
+"""
+
+import os
+import socket
+import struct
+import subprocess
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import unavailable
+
+# Ryuk, testcontainers' reaper, is pulled from a registry: the fixtures below
+# remove their containers themselves instead.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_IMAGE = "debian:bookworm-slim"
+IMAGE_PREFIX = os.environ.get("GATEWAY_TEST_IMAGE_PREFIX", "gateway-test")
+TARGETS = ("app", "nginx", "apache")
+WEB_TARGETS = ("nginx", "apache")
+HEALTH_PATH = "/healthz"
+FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 1, 3, 4, 5, 6
+FCGI_RESPONDER = 1
+# The CGI environment of a plain "GET /" over FastCGI.
+FASTCGI_PROBE = {
+    "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/", "QUERY_STRING": "",
+    "SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+}
+
+
+def no_engine(reason, environ=os.environ):
+    """Skip the current test for want of a Docker engine; fail it under CI."""
+    unavailable(f"Docker engine not reachable: {reason}", environ)
+
+
+def wait_until(condition, *, timeout, what, interval=0.2):
+    """Poll ``condition()`` until it returns a true value before ``timeout`` s.
+
+    Returns that value. An exception raised by ``condition`` counts as "not
+    yet"; the last one is reported if the deadline passes.
+    """
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            result = condition()
+        except Exception as error:  # not ready yet: remember why
+            result, last = None, error
+        else:
+            last = result
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+def image_tag(target):
+    return f"{IMAGE_PREFIX}-{target}:latest"
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A docker SDK client for a reachable engine (else skip or fail, see no_engine)."""
+    try:
+        import docker
+        import requests
+    except ImportError as error:
+        no_engine(f"the Python docker SDK is not installed ({error}); pip install -e '.[test]'")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as error:
+        no_engine(str(error))
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _container_tests_need_an_engine(request):
+    if request.node.get_closest_marker("container") is not None:
+        request.getfixturevalue("docker_client")
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client):
+    """Make sure the Dockerfile's base image exists: pull it, or build it locally."""
+    import docker
+
+    try:
+        docker_client.images.get(BASE_IMAGE)
+        return BASE_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    repository, tag = BASE_IMAGE.split(":")
+    try:
+        docker_client.images.pull(repository, tag=tag)
+        return BASE_IMAGE
+    except docker.errors.DockerException:
+        pass  # no registry: build it here
+    script = REPO / "scripts" / "build-base-image"
+    result = subprocess.run(
+        [str(script), "--image", BASE_IMAGE],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"{BASE_IMAGE} could not be pulled and {script} failed "
+            f"(exit {result.returncode}):\n{result.stdout[-4000:]}",
+            pytrace=False,
+        )
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def gateway_image(base_image):
+    """``gateway_image(target)`` builds a Dockerfile target once per session; returns its tag."""
+    import docker
+    from testcontainers.core.image import DockerImage
+
+    built = {}
+    network = os.environ.get("GATEWAY_BUILD_NETWORK") or None
+
+    def build(target):
+        if target not in built:
+            image = DockerImage(
+                path=str(REPO), tag=image_tag(target), clean_up=False,
+                target=target, forcerm=True, network_mode=network,
+            )
+            try:
+                image.build()
+            except docker.errors.BuildError as error:
+                lines = "".join(
+                    entry.get("stream") or entry.get("error") or ""
+                    for entry in error.build_log if isinstance(entry, dict)
+                )
+                pytest.fail(
+                    f"docker build --target {target} failed: {error.msg}\n{lines[-6000:]}",
+                    pytrace=False,
+                )
+            built[target] = image_tag(target)
+        return built[target]
+
+    return build
+
+
+@contextmanager
+def started(image, *, ports=(), **kwargs):
+    """Run a container of ``image``; remove it (and its volumes) on exit."""
+    from testcontainers.core.container import DockerContainer
+
+    container = DockerContainer(image, **kwargs)
+    if ports:
+        container.with_exposed_ports(*ports)
+    try:
+        container.start()
+        yield container
+    finally:
+        container.stop()  # also removes a container that failed to start
+
+
+def run_once(docker_client, image, command, **kwargs):
+    """Run ``command`` in a new container of ``image``; return (exit code, output)."""
+    container = docker_client.containers.create(image, command=command, **kwargs)
+    try:
+        container.start()
+        status = container.wait(timeout=120)
+        return status["StatusCode"], container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+
+
+def fastcgi_request(host, port, params, stdin=b"", timeout=5):
+    """Send one FastCGI RESPONDER request; return the STDOUT stream's bytes.
+
+    A deliberately small, independent client (no keep-alive, request id 1).
+    """
+    def record(kind, content=b""):
+        return struct.pack("!BBHHBx", 1, kind, 1, len(content), 0) + content
+
+    def length(n):
+        return bytes([n]) if n < 128 else struct.pack("!I", n | 0x80000000)
+
+    pairs = b"".join(length(len(k)) + length(len(v)) + k + v for k, v in (
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in params.items()))
+    message = record(FCGI_BEGIN_REQUEST, struct.pack("!HB5x", FCGI_RESPONDER, 0))
+    message += record(FCGI_PARAMS, pairs) + record(FCGI_PARAMS)
+    message += (record(FCGI_STDIN, stdin) if stdin else b"") + record(FCGI_STDIN)
+    stdout = b""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(message)
+        stream = sock.makefile("rb")
+        while True:
+            header = stream.read(8)
+            if len(header) < 8:
+                raise ConnectionError(f"FastCGI connection closed before END_REQUEST ({header!r})")
+            _, kind, _, size, padding = struct.unpack("!BBHHBx", header)
+            content = stream.read(size + padding)[:size]
+            if kind == FCGI_STDOUT:
+                stdout += content
+            elif kind == FCGI_END_REQUEST:
+                return stdout
+
+
+def _http_ready(host, port):
+    import requests
+
+    return requests.get(f"http://{host}:{port}{HEALTH_PATH}", timeout=2).status_code == 200
+
+
+def _fastcgi_ready(host, port):
+    return fastcgi_request(host, port, FASTCGI_PROBE).startswith(b"Status: 200")
+
+
+# What each target serves: its port inside the container, and the check that
+# it answers there.
+SERVES = {
+    "app": (9000, _fastcgi_ready),
+    "nginx": (8080, _http_ready),
+    "apache": (8080, _http_ready),
+}
+
+
+@pytest.fixture(scope="session")
+def server(gateway_image):
+    """``server(target)``: a running container of ``target`` that answers on its
+    published port (``host_port(container, target)``); one per target for the
+    whole session.
+
+    The image's HEALTHCHECK is kept but run every second, so its verdict comes
+    quickly.
+    """
+    running = {}
+
+    def start(target):
+        if target not in running:
+            port, ready = SERVES[target]
+            container = stack.enter_context(started(
+                gateway_image(target), ports=(port,),
+                healthcheck={"interval": 1_000_000_000, "start_period": 1_000_000_000},
+            ))
+            host, published = host_port(container, target)
+            try:
+                wait_until(lambda: ready(host, published), timeout=60,
+                           what=f"{target} to answer on {host}:{published}")
+            except AssertionError as error:
+                out, err = container.get_logs()
+                raise AssertionError(f"{error}\ncontainer output:\n{(out + err).decode(errors='replace')}")
+            running[target] = container
+        return running[target]
+
+    with ExitStack() as stack:
+        yield start
+
+
+def host_port(container, target):
+    """(host, port) where the test reaches ``target``'s served port."""
+    return container.get_container_host_ip(), int(container.get_exposed_port(SERVES[target][0]))

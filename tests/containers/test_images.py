@@ -1,0 +1,125 @@
+"""The images built from the Dockerfile targets start, serve, and run unprivileged."""
+
+import pytest
+
+from .conftest import (
+    FASTCGI_PROBE, HEALTH_PATH, TARGETS, WEB_TARGETS, fastcgi_request, host_port, no_engine,
+    run_once, wait_until,
+)
+
+# Programs each image must provide, checked with ``command -v``.
+PROGRAMS = {
+    "app": ["python3"],
+    "nginx": ["python3", "nginx", "fcgiwrap"],
+    "apache": ["python3", "apache2"],
+}
+
+# Uids of every process in the container (owner of /proc/PID), the check
+# itself included.
+PROCESS_UIDS = (
+    "import os; print(*sorted({os.stat('/proc/' + p).st_uid "
+    "for p in os.listdir('/proc') if p.isdigit()}))"
+)
+
+
+@pytest.mark.parametrize("ci, outcome", [
+    ({"CI": "true"}, pytest.fail.Exception),
+    ({"CI": "1"}, pytest.fail.Exception),
+    ({"CI": "false"}, pytest.skip.Exception),
+    ({}, pytest.skip.Exception),
+])
+def test_missing_engine_skips_for_users_and_fails_under_ci(ci, outcome):
+    with pytest.raises(outcome, match="Docker engine not reachable: no socket"):
+        no_engine("no socket", environ=ci)
+
+
+@pytest.mark.container
+@pytest.mark.parametrize("target", WEB_TARGETS)
+def test_web_server_answers_health_check(target, server):
+    import requests
+
+    host, port = host_port(server(target), target)
+    health = requests.get(f"http://{host}:{port}{HEALTH_PATH}", timeout=5)
+    assert health.status_code == 200
+    assert health.text.strip() == "ok"
+    assert requests.get(f"http://{host}:{port}/no-such-page", timeout=5).status_code == 404
+
+
+@pytest.mark.container
+def test_app_serves_the_default_app_over_fastcgi(server):
+    import json
+
+    host, port = host_port(server("app"), "app")
+    output = fastcgi_request(host, port, dict(FASTCGI_PROBE, PATH_INFO="/env", QUERY_STRING="a=1"))
+    head, _, body = output.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"Status: 200 OK"
+    assert b"Content-Type: application/json" in head.split(b"\r\n")
+    variables = json.loads(body)  # the demo app, the image's default GATEWAY_APP
+    assert variables["QUERY_STRING"] == "a=1"
+    assert variables["PATH_INFO"] == "/env"
+
+
+@pytest.mark.container
+@pytest.mark.parametrize("target", TARGETS)
+def test_image_healthcheck_turns_healthy(target, server):
+    wrapped = server(target).get_wrapped_container()
+
+    def health():
+        wrapped.reload()
+        return wrapped.attrs["State"]["Health"]["Status"]
+
+    assert wait_until(lambda: health() == "healthy", timeout=60,
+                      what=f"{target}: Docker health status 'healthy'")
+    assert wrapped.attrs["Config"]["Healthcheck"]["Test"][0] == "CMD"
+
+
+@pytest.mark.container
+@pytest.mark.parametrize("target", TARGETS)
+def test_server_runs_unprivileged(target, server):
+    container = server(target)
+    code, output = container.exec(["id", "-u"])
+    assert code == 0 and int(output.decode()) != 0
+    code, output = container.exec(["python3", "-c", PROCESS_UIDS])
+    assert code == 0, output
+    uids = [int(uid) for uid in output.decode().split()]
+    assert uids and 0 not in uids, f"{target} runs processes as root: uids {uids}"
+
+
+@pytest.mark.container
+@pytest.mark.parametrize("target, socket", [
+    ("nginx", "/tmp/fcgiwrap.sock"),  # fcgiwrap, nginx's CGI runner
+    ("apache", "/run/apache2/socks/cgisock.*"),  # mod_cgid's daemon
+])
+def test_web_server_cgi_runner_is_listening(target, socket, server):
+    container = server(target)
+    code, output = container.exec(["sh", "-c", f"for s in {socket}; do test -S \"$s\" || exit 1; done"])
+    assert code == 0, f"{target}: no CGI socket {socket}: {output!r}"
+
+
+@pytest.mark.container
+def test_apache_loads_the_gateway_modules(gateway_image, docker_client):
+    code, output = run_once(docker_client, gateway_image("apache"),
+                            ["sh", "-c", ". /etc/apache2/envvars && apache2 -M"])
+    assert code == 0, output
+    for module in ("cgid_module", "proxy_fcgi_module", "fcgid_module"):
+        assert module in output
+
+
+@pytest.mark.container
+@pytest.mark.parametrize("target", TARGETS)
+def test_image_has_programs_and_gateway_package(target, gateway_image, docker_client):
+    image = gateway_image(target)
+    code, output = run_once(docker_client, image, ["sh", "-c", "command -v " + " ".join(PROGRAMS[target])])
+    assert code == 0, f"{target} lacks one of {PROGRAMS[target]}: {output}"
+    # A CGI script gets a bare environment: the package must import without
+    # PYTHONPATH, and as the image's unprivileged user.
+    code, output = run_once(docker_client, image, [
+        "env", "-i", "/usr/bin/python3", "-c",
+        "import os, gateway; print(os.getuid(), gateway.__file__)",
+    ])
+    assert code == 0, output
+    uid, path = output.split()
+    assert int(uid) != 0
+    assert path == "/opt/gateway/gateway/__init__.py"
+
+
