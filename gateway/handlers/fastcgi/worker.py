@@ -10,6 +10,7 @@ more, it is handed to a pool thread and comes back when its request is done.
 import logging
 import os
 import queue
+import select
 import selectors
 import socket
 import threading
@@ -17,6 +18,7 @@ import time
 
 from . import protocol as fcgi
 from .connection import ServedConnection
+from .listeners import allowed_peers, peer_allowed
 
 log = logging.getLogger('gateway')
 
@@ -34,13 +36,6 @@ def server_values(config, processes):
     }
 
 
-def _allowed_peers(config):
-    if config.web_server_addrs is not None:
-        return config.web_server_addrs
-    value = os.environ.get('FCGI_WEB_SERVER_ADDRS', '').strip()
-    return [address.strip() for address in value.split(',') if address.strip()] or None
-
-
 class Worker:
     """Serves FastCGI connections from *listeners* until stopped."""
 
@@ -50,7 +45,7 @@ class Worker:
         self.config = config
         self.heartbeat = heartbeat
         self.values = server_values(config, max(config.workers, 1))
-        self.allowed_peers = _allowed_peers(config)
+        self.allowed_peers = allowed_peers(config.web_server_addrs)
         self.selector = selectors.DefaultSelector()
         self.connections = set()
         self.stopping = None            # None, 'graceful' or 'fast'
@@ -63,6 +58,24 @@ class Worker:
         self._work = queue.SimpleQueue()
         self._busy = 0
         self._threads = []
+        # Built once, not per request: what each thread's connection calls
+        # when a request starts and ends.
+        self._on_request = [self._request_callback(slot) for slot in range(len(self._counts))]
+        self._accepting = {}            # listener -> how to accept on it (see _accept)
+
+    def _request_callback(self, slot):
+        heartbeat = self.heartbeat
+        counts = self._counts
+
+        def on_request(started):
+            if started:
+                if heartbeat is not None:
+                    heartbeat.started(slot)
+            else:
+                counts[slot] += 1
+                if heartbeat is not None:
+                    heartbeat.finished(slot)
+        return on_request
 
     # -- control ------------------------------------------------------------
 
@@ -82,6 +95,7 @@ class Worker:
         threaded = config.threads > 1
         for listener in self.listeners:
             listener.setblocking(False)
+            self._accepting[listener] = self._accept_plan(listener)
             self.selector.register(listener, selectors.EVENT_READ, _ACCEPT)
         self.selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         if threaded:
@@ -97,12 +111,15 @@ class Worker:
                 if self.stopping:
                     if deadline is None:
                         deadline = self._begin_stop()
-                    if self.stopping == 'fast' or not self._busy or time.monotonic() > deadline:
-                        if self._busy:
-                            log.warning('graceful stop: %d request(s) still running after %gs;'
-                                        ' leaving them', self._busy, config.graceful_timeout)
+                    self._close_finished()
+                    if self.stopping == 'fast' or not self.connections \
+                            or time.monotonic() > deadline:
+                        if self.connections and self.stopping != 'fast':
+                            log.warning('graceful stop: %d connection(s) still busy after %gs;'
+                                        ' leaving them', len(self.connections),
+                                        config.graceful_timeout)
                         return
-                for key, _ in self.selector.select(1.0):
+                for key, _ in self.selector.select(0.1 if self.stopping else 1.0):
                     data = key.data
                     if data is _ACCEPT:
                         self._accept(key.fileobj)
@@ -136,55 +153,110 @@ class Worker:
                 self.selector.unregister(listener)
             except (KeyError, ValueError):
                 pass
-        # Idle keep-alive connections go now; a web server retries a request
-        # that fails on a pooled connection on a fresh one.
-        for conn in list(self.connections):
-            if conn.running_id is None and conn.sock.fileno() >= 0:
-                try:
-                    self.selector.unregister(conn.sock)
-                except (KeyError, ValueError):
-                    pass
-                self._forget(conn)
         return time.monotonic() + self.config.graceful_timeout
 
+    def _close_finished(self):
+        """While stopping: close the connections with nothing left to serve.
+
+        A connection accepted a moment ago may hold a request not read yet:
+        closing it would refuse that request, so only connections that have
+        answered something (or stayed silent for a second) and have no input
+        waiting are closed. Keep-alive connections among them are fine to
+        drop: a web server retries a request that fails on a pooled
+        connection on a fresh one.
+        """
+        now = time.monotonic()
+        for conn in list(self.connections):
+            if conn.running_id is not None or not self._is_registered(conn):
+                continue    # a pool thread has it
+            if not (conn.served or now - conn.last_active > 1.0):
+                continue
+            if conn.events or not conn.protocol.idle:
+                continue
+            if select.select([conn.sock], (), (), 0)[0]:
+                continue
+            self._forget(conn)
+
+    @staticmethod
+    def _accept_plan(listener):
+        """[accept, family, type, proto, TCP_NODELAY to set on each connection]"""
+        family = int(listener.family)
+        # socket.accept() looks up the listener's family and type as enums
+        # (slow Python code) on every call; the C-level _accept() with the
+        # numbers read once here builds the same socket object.
+        accept = getattr(listener, '_accept', None) if type(listener) is socket.socket else None
+        nodelay = family in (socket.AF_INET, getattr(socket, 'AF_INET6', None))
+        if nodelay:
+            # Where connections inherit TCP_NODELAY from their listening
+            # socket (Linux does), setting it there spares a system call per
+            # connection; _accept() checks on the first connection.
+            try:
+                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                nodelay = 'check'
+            except OSError:
+                pass
+        if nodelay and hasattr(socket, 'TCP_DEFER_ACCEPT'):
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+        return [accept, family, int(listener.type), listener.proto, nodelay]
+
     def _accept(self, listener):
+        plan = self._accepting[listener]
+        accept, family, kind, proto, nodelay = plan
         try:
-            sock, address = listener.accept()
+            if accept is not None:
+                fd, address = accept()
+                try:
+                    sock = socket.socket(family, kind, proto, fileno=fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+            else:
+                sock, address = listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # another worker took it, or the peer gave up
         except OSError as error:
             log.error('accept() failed: %s', error)
             return
-        if self.allowed_peers and sock.family != socket.AF_UNIX:
-            from .listeners import peer_allowed
+        if self.allowed_peers and family != socket.AF_UNIX:
             if not peer_allowed(address, self.allowed_peers):
                 log.warning('connection from %s refused: not in FCGI_WEB_SERVER_ADDRS', address[0])
                 sock.close()
                 return
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        limit = self.config.max_connections
-        conn = ServedConnection(sock, self.app, self.config, self.values,
-                                multithread=self.config.threads > 1,
-                                multiprocess=self.config.workers > 1,
+        if nodelay:
+            if nodelay == 'check':
+                try:
+                    inherited = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                except OSError:
+                    inherited = 0
+                plan[4] = nodelay = not inherited
+            if nodelay:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        config = self.config
+        limit = config.max_connections
+        threaded = config.threads > 1
+        conn = ServedConnection(sock, self.app, config, self.values,
+                                multithread=threaded,
+                                multiprocess=config.workers > 1,
                                 overloaded=bool(limit) and len(self.connections) >= limit)
         conn.last_active = time.monotonic()
         self.connections.add(conn)
+        if not threaded:
+            # Web servers send the request right after connecting, so it is
+            # usually there already: serve it now, and a connection that is
+            # closed after its one request never enters the selector (two
+            # epoll_ctl calls and a trip through select() saved).
+            conn.on_request = self._on_request[0]
+            still_open = conn.handle_readable(wait=False)
+            conn.last_active = time.monotonic()
+            if not still_open:
+                self.connections.discard(conn)
+                conn.close()
+                self._check_max_requests()
+                return
         self.selector.register(sock, selectors.EVENT_READ, conn)
 
     def _serve(self, conn, slot):
-        heartbeat = self.heartbeat
-        counts = self._counts
-
-        def on_request(started):
-            if started:
-                if heartbeat is not None:
-                    heartbeat.started(slot)
-            else:
-                counts[slot] += 1
-                if heartbeat is not None:
-                    heartbeat.finished(slot)
-        conn.on_request = on_request
+        conn.on_request = self._on_request[slot]
         still_open = conn.handle_readable()
         conn.last_active = time.monotonic()
         if not self.config.threads > 1:
@@ -192,15 +264,16 @@ class Worker:
         return still_open
 
     def _after_serve(self, conn, still_open):
-        self.requests_served = sum(self._counts)
         if not still_open:
             self._forget(conn)
-        elif self.stopping and conn.running_id is None:
-            self._forget(conn)
+        self._check_max_requests()
+
+    def _check_max_requests(self):
+        self.requests_served = sum(self._counts)
         max_requests = self.config.max_requests
         if max_requests and self.requests_served >= max_requests and not self.stopping:
-            log.info('worker %d served %d requests (--max-requests); recycling', os.getpid(),
-                     self.requests_served)
+            log.info('worker (pid %d) served %d requests (--max-requests); recycling',
+                     os.getpid(), self.requests_served)
             self.stop(graceful=True)
 
     def _forget(self, conn):
@@ -261,9 +334,9 @@ class Worker:
             except queue.Empty:
                 return
             self._busy -= 1
-            if still_open and not self.stopping:
+            if still_open:
                 self.selector.register(conn.sock, selectors.EVENT_READ, conn)
-            self._after_serve(conn, still_open and not self.stopping)
+            self._after_serve(conn, still_open)
 
 
 def serve_stream(stream, app, config):

@@ -1,0 +1,725 @@
+"""The FastCGI server's process model.
+
+The arbiter opens nothing but the listening sockets and never imports the
+application: it forks workers and keeps ``config.workers`` of them serving.
+Each worker imports the application after the fork (so a SIGHUP brings fresh
+code), says it is ready, and serves until told to stop.
+
+Arbiter signals:
+
+    SIGTERM           graceful stop: workers finish the requests they have
+                      (at most graceful_timeout), stragglers are killed
+    SIGINT, SIGQUIT   fast stop
+    SIGHUP            reload: replace the workers one at a time, each old
+                      one stopped only once its fresh replacement is ready,
+                      so the listening sockets always have someone accepting
+    a worker's death  a new one at once; with a growing back-off when new
+                      workers keep dying before they are ready
+
+A worker whose request runs longer than ``timeout`` is killed and replaced;
+the arbiter sees request start times in a Heartbeat shared with each worker.
+
+Two modes need no arbiter: ``workers == 0`` serves in this process (for a
+debugger, or a process manager that supervises by itself), and a connection
+on fd 0 (IIS's process model: IIS starts more processes itself) is served
+right here, one request at a time.
+"""
+
+import itertools
+import logging
+import mmap
+import os
+import select
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import NamedTuple, Optional
+
+from ...apploader import AppLoadError, load_app
+from . import listeners as transports
+from .worker import Worker, serve_stream
+
+__all__ = ['Arbiter', 'Heartbeat', 'Outcome', 'serve', 'serve_in_process',
+           'serve_one_connection', 'describe_load_error', 'WORKER_BOOT_ERROR']
+
+log = logging.getLogger('gateway')
+
+WORKER_BOOT_ERROR = 3       # exit status of a worker that could not load the app
+FAST_STOP_WAIT = 2.0        # SIGINT/SIGQUIT: seconds workers get before SIGKILL
+STOP_MARGIN = 1.0           # SIGTERM: workers bound their own drain; this is slack
+MAX_BACKOFF = 30.0          # seconds between tries when new workers keep failing
+GIVE_UP_AFTER = 5           # failed boots in a row, with nobody serving, before exiting
+
+
+
+def _signals(*names):
+    # Windows has neither SIGQUIT, SIGHUP nor SIGCHLD (nor fork: only the
+    # modes without an arbiter run there).
+    return tuple(getattr(signal, name) for name in names if hasattr(signal, name))
+
+
+_HANDLED = _signals('SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGCHLD')
+_FAST_STOP = _signals('SIGINT', 'SIGQUIT')
+
+
+# ---------------------------------------------------------------------------
+# What the arbiter knows about each worker
+# ---------------------------------------------------------------------------
+
+class Heartbeat:
+    """When each thread of one worker started the request it is running.
+
+    A shared anonymous mapping, one float per thread: the worker writes
+    ``time.monotonic()`` when a request starts and 0 when it ends, the
+    arbiter reads. These writes sit on every request, so each is a single
+    aligned 8-byte store (a fraction of a microsecond), never a syscall.
+    """
+
+    __slots__ = ('_map', '_slots')
+
+    def __init__(self, threads):
+        self._map = mmap.mmap(-1, 8 * max(threads, 1))
+        self._slots = memoryview(self._map).cast('d')
+
+    def started(self, slot, _now=time.monotonic):
+        self._slots[slot] = _now()
+
+    def finished(self, slot):
+        self._slots[slot] = 0.0
+
+    def longest_running(self, now):
+        """``(slot, seconds)`` of the oldest request in progress, or None."""
+        oldest = None
+        for slot, began in enumerate(self._slots):
+            if began and (oldest is None or began < oldest[1]):
+                oldest = (slot, began)
+        return None if oldest is None else (oldest[0], now - oldest[1])
+
+    def close(self):
+        self._slots.release()
+        self._map.close()
+
+
+class WorkerProcess:
+    """The arbiter's record of one forked worker."""
+
+    def __init__(self, number, pid, generation, heartbeat, report_fd):
+        self.number = number
+        self.pid = pid
+        self.generation = generation    # a SIGHUP makes older generations stale
+        self.heartbeat = heartbeat
+        self.report_fd = report_fd      # the child writes b'R' (ready) or b'E' + why not
+        self.report = bytearray()
+        self.ready = False
+        self.retiring = False           # told to stop; not to be replaced
+        self.timed_out = False
+
+    def __str__(self):
+        return f'worker {self.number} (pid {self.pid})'
+
+    def read_report(self):
+        """Read what the child wrote; True once it closed its end."""
+        while self.report_fd is not None:
+            try:
+                chunk = os.read(self.report_fd, 65536)
+            except BlockingIOError:
+                return False
+            except OSError:
+                chunk = b''
+            if not chunk:
+                os.close(self.report_fd)
+                self.report_fd = None
+                return True
+            self.report += chunk
+        return True
+
+    def close(self):
+        if self.report_fd is not None:
+            os.close(self.report_fd)
+            self.report_fd = None
+        self.heartbeat.close()
+
+
+def _how_it_ended(status):
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f'signal {-code}'
+        return code, f'was killed by {name}'
+    return code, f'exited with status {code}'
+
+
+# ---------------------------------------------------------------------------
+# The arbiter
+# ---------------------------------------------------------------------------
+
+class Arbiter:
+    """Forks workers that share *listeners* and keeps ``config.workers`` of
+    them serving until a signal says stop.
+
+    With *hup_stops* (flup's behaviour) SIGHUP stops the server like SIGTERM
+    instead of reloading; ``stop_signal`` tells the caller which signal
+    ended ``run()``.
+    """
+
+    def __init__(self, config, listeners, hup_stops=False):
+        self.config = config
+        self.listeners = list(listeners)
+        self.hup_stops = hup_stops
+        self.workers = {}               # pid -> WorkerProcess
+        self.generation = 0
+        self.stop_signal = None
+        self._numbers = itertools.count(1)
+        self._signals = []
+        self._stopping = None           # None, 'graceful', 'fast'
+        self._exit_status = 0
+        self._reloading = False
+        self._ever_ready = False
+        self._boot_failures = 0         # in a row; reset when a worker is ready
+        self._respawn_at = 0.0
+        self._next_timeout_check = 0.0
+        self._wake_r = self._wake_w = None
+        self._alive_r = self._alive_w = None
+        self._saved_signals = {}
+        self._saved_wakeup_fd = -1
+
+    # -- the loop -------------------------------------------------------------
+
+    def run(self):
+        """Supervise until stopped; the exit status (1 if workers could not
+        start, else 0)."""
+        self._install()
+        config = self.config
+        log.info('arbiter started (pid %d): %d worker%s, %d thread%s each', os.getpid(),
+                 config.workers, 's' * (config.workers != 1), config.threads,
+                 's' * (config.threads != 1))
+        try:
+            while self._stopping is None:
+                self._maintain()
+                self._sleep(self._sleep_time())
+                self._handle_signals()
+                self._reap()
+                self._check_timeouts()
+            self._stop_workers()
+        finally:
+            self._kill_all()
+            for listener in self.listeners:
+                listener.close()
+                listener.remove_socket_file()
+            self._uninstall()
+        log.info('arbiter stopped')
+        return self._exit_status
+
+    def _install(self):
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        # Workers read this pipe; it reaches end of file when the arbiter is
+        # gone, however it died, so orphans do not serve on forever.
+        self._alive_r, self._alive_w = os.pipe()
+        self._saved_wakeup_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in _HANDLED:
+            self._saved_signals[sig] = signal.signal(sig, self._on_signal)
+
+    def _uninstall(self):
+        for sig, handler in self._saved_signals.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._saved_wakeup_fd)
+        for fd in (self._wake_r, self._wake_w, self._alive_r, self._alive_w):
+            if fd is not None:
+                os.close(fd)
+        self._wake_r = self._wake_w = self._alive_r = self._alive_w = None
+
+    def _on_signal(self, signum, frame):
+        # Only note it: the loop acts on it (the wakeup fd ends its select).
+        self._signals.append(signum)
+
+    def _sleep_time(self):
+        wait = 1.0
+        if self.config.timeout:
+            wait = min(wait, max(self.config.timeout / 2, 0.05))
+        if self._respawn_at:
+            wait = min(wait, self._respawn_at - time.monotonic())
+        return max(wait, 0.0)
+
+    def _sleep(self, timeout):
+        """Wait for a signal, a worker's report, or *timeout*."""
+        booting = {w.report_fd: w for w in self.workers.values() if w.report_fd is not None}
+        try:
+            readable = select.select([self._wake_r, *booting], [], [], timeout)[0]
+        except InterruptedError:
+            readable = []
+        for fd in readable:
+            if fd == self._wake_r:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except (BlockingIOError, InterruptedError):
+                    pass
+            elif booting[fd].read_report():
+                self._reported(booting[fd])
+
+    def _handle_signals(self):
+        while self._signals:
+            sig = self._signals.pop(0)
+            if sig == signal.SIGCHLD:
+                continue    # _reap looks after every worker each turn
+            if sig == signal.SIGHUP and not self.hup_stops:
+                self._reload()
+                continue
+            self.stop_signal = sig
+            if sig in _FAST_STOP:
+                self._stopping = 'fast'
+            else:
+                self._stopping = 'graceful'
+
+    # -- starting workers -------------------------------------------------------
+
+    def _maintain(self):
+        """Spawn the workers that are missing; move a reload along."""
+        active = [w for w in self.workers.values() if not w.retiring]
+        missing = self.config.workers - len(active)
+        if missing > 0:
+            if time.monotonic() >= self._respawn_at:
+                self._respawn_at = 0.0
+                for _ in range(missing):
+                    self._spawn()
+            return
+        stale = [w for w in active if w.generation < self.generation]
+        if not stale:
+            if self._reloading:
+                self._reloading = False
+                log.info('reload complete: every worker runs fresh code')
+            return
+        if any(not w.ready for w in active):
+            return      # one fresh worker boots at a time
+        if len(active) > self.config.workers:
+            # Its replacement is ready: the oldest stale worker may go.
+            self._retire(min(stale, key=lambda w: w.number), 'replaced by a fresh worker')
+        else:
+            self._spawn()
+
+    def _spawn(self):
+        config = self.config
+        heartbeat = Heartbeat(config.threads)
+        report_r, report_w = os.pipe()
+        number = next(self._numbers)
+        # Blocked across the fork, so the child cannot run the arbiter's
+        # handlers before it has put its own in place.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        try:
+            pid = os.fork()
+        except OSError as error:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+            os.close(report_r)
+            os.close(report_w)
+            heartbeat.close()
+            log.error('cannot fork a worker: %s; trying again in 1s', error)
+            self._respawn_at = time.monotonic() + 1.0
+            return
+        if pid == 0:
+            os.close(report_r)
+            self._become_worker(number, heartbeat, report_w)    # never returns
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+        os.close(report_w)
+        os.set_blocking(report_r, False)
+        self.workers[pid] = WorkerProcess(number, pid, self.generation, heartbeat, report_r)
+        log.debug('worker %d spawned (pid %d)', number, pid)
+
+    def _reported(self, worker):
+        """The child closed its report pipe: ready, or failed to boot."""
+        if worker.report[:1] != b'R':
+            return      # it is dying; _reap tells the story
+        worker.ready = True
+        self._ever_ready = True
+        self._boot_failures = 0
+        log.info('worker %d booted (pid %d)', worker.number, worker.pid)
+
+    # -- losing workers ---------------------------------------------------------
+
+    def _reap(self):
+        # Only our own workers: waitpid(-1) would steal the exit status of
+        # any other child of the program embedding us (the flup-style API).
+        for pid in list(self.workers):
+            try:
+                reaped, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                reaped, status = pid, 0
+            if reaped:
+                self._exited(self.workers.pop(pid), status)
+
+    def _exited(self, worker, status):
+        if worker.read_report() and not worker.ready:
+            self._reported(worker)
+        worker.close()
+        code, how = _how_it_ended(status)
+        if not worker.ready:
+            self._boot_failed(worker, how)
+        elif self._stopping or worker.retiring:
+            log.log(logging.INFO if code == 0 else logging.WARNING, '%s %s', worker, how)
+        elif worker.timed_out:
+            log.info('%s %s; replacing it', worker, how)
+        elif code == 0 and self.config.max_requests:
+            log.info('%s exited after %d requests (--max-requests); replacing it',
+                     worker, self.config.max_requests)
+        else:
+            log.warning('%s %s; replacing it', worker, how)
+
+    def _boot_failed(self, worker, how):
+        report = bytes(worker.report)
+        if report[:1] == b'E':
+            why = report[1:].decode('utf-8', 'replace').rstrip()
+        else:
+            why = f'{worker} {how} before it was ready'
+        if self._stopping:
+            return
+        self._boot_failures += 1
+        if worker.generation == self.generation and self._reloading:
+            # The old workers still run the code that worked: keep them.
+            for other in self.workers.values():
+                other.generation = self.generation
+            self._reloading = False
+            log.error('%s\nreload abandoned: the old workers keep serving', why)
+            return
+        serving = any(w.ready and not w.retiring for w in self.workers.values())
+        if not self._ever_ready:
+            log.error('%s', why)
+            self._halt('no worker could start')
+        elif not serving and self._boot_failures >= GIVE_UP_AFTER:
+            log.error('%s', why)
+            self._halt(f'workers failed to start {self._boot_failures} times in a row '
+                       f'and none is serving')
+        else:
+            delay = min(MAX_BACKOFF, 0.5 * 2 ** (self._boot_failures - 1))
+            log.error('%s\nnext try in %gs', why, delay)
+            self._respawn_at = time.monotonic() + delay
+
+    def _halt(self, reason):
+        log.error('%s; shutting down', reason)
+        self._exit_status = 1
+        self._stopping = 'fast'
+
+    def _retire(self, worker, reason):
+        worker.retiring = True
+        log.info('%s %s; stopping it gracefully', worker, reason)
+        self._kill(worker, signal.SIGTERM)
+
+    def _kill(self, worker, sig):
+        try:
+            os.kill(worker.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    # -- reload, timeouts, stop ---------------------------------------------------
+
+    def _reload(self):
+        self.generation += 1
+        self._reloading = True
+        count = sum(1 for w in self.workers.values() if not w.retiring)
+        note = '' if self.config.app else ' (the application object is reused, not re-imported)'
+        log.info('SIGHUP: reloading, replacing %d worker%s one at a time%s', count,
+                 's' * (count != 1), note)
+
+    def _check_timeouts(self):
+        timeout = self.config.timeout
+        now = time.monotonic()
+        if not timeout or self._stopping or now < self._next_timeout_check:
+            return
+        self._next_timeout_check = now + min(1.0, timeout / 2)
+        for worker in self.workers.values():
+            if not worker.ready or worker.timed_out:
+                continue
+            running = worker.heartbeat.longest_running(now)
+            if running and running[1] > timeout:
+                worker.timed_out = True
+                log.error('%s: a request has run for %.1fs, longer than --timeout %gs '
+                          '(thread %d); killing the worker', worker, running[1], timeout, running[0])
+                self._kill(worker, signal.SIGKILL)
+
+    def _stop_workers(self):
+        graceful = self._stopping == 'graceful'
+        if graceful:
+            log.info('shutting down: waiting up to %gs for requests in progress',
+                     self.config.graceful_timeout)
+            deadline = time.monotonic() + self.config.graceful_timeout + STOP_MARGIN
+        else:
+            log.info('shutting down now')
+            deadline = time.monotonic() + FAST_STOP_WAIT
+        for worker in self.workers.values():
+            self._kill(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
+        # The workers have stopped accepting; the arbiter's copies go too, so
+        # that the kernel refuses new connections instead of queueing them.
+        for listener in self.listeners:
+            listener.close()
+        while self.workers:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._sleep(min(left, 0.5))
+            if graceful and any(s in _FAST_STOP for s in self._signals):
+                graceful = False
+                log.info('shutting down now')
+                deadline = min(deadline, time.monotonic() + FAST_STOP_WAIT)
+                for worker in self.workers.values():
+                    self._kill(worker, signal.SIGQUIT)
+            self._signals.clear()
+            self._reap()
+
+    def _kill_all(self):
+        for worker in self.workers.values():
+            log.warning('%s did not stop in time; killing it', worker)
+            self._kill(worker, signal.SIGKILL)
+        for pid, worker in list(self.workers.items()):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            worker.close()
+        self.workers.clear()
+
+    # -- the child side of the fork ---------------------------------------------
+
+    def _become_worker(self, number, heartbeat, report_w):
+        status = 1
+        try:
+            self._forget_arbiter_state()
+            status = _worker_main(self.config, [l.sock for l in self.listeners], heartbeat,
+                                  report_w, self._alive_r)
+        except BaseException:
+            try:
+                log.exception('worker %d crashed', number)
+            except BaseException:
+                pass
+        finally:
+            _flush_and_exit(status)
+
+    def _forget_arbiter_state(self):
+        signal.set_wakeup_fd(-1)
+        for sig in _HANDLED:
+            signal.signal(sig, signal.SIG_DFL)
+        # Until serving, a fast stop just ends the process: SIGQUIT's
+        # default would dump core, SIGINT's print a traceback.
+        for sig in _FAST_STOP:
+            signal.signal(sig, lambda signum, frame: _flush_and_exit(0))
+        # A terminal hang-up is the arbiter's business (it reloads).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+        for fd in (self._wake_r, self._wake_w, self._alive_w):
+            os.close(fd)
+        for worker in self.workers.values():
+            worker.close()
+        self.workers.clear()
+
+
+def _worker_main(config, socks, heartbeat, report_w, alive_r):
+    """A freshly forked worker: load the app, report, serve. Exit status."""
+    try:
+        app = load_application(config)
+    except BaseException as error:
+        _write_all(report_w, b'E' + describe_load_error(config, error).encode('utf-8', 'replace'))
+        os.close(report_w)
+        return WORKER_BOOT_ERROR
+    worker = Worker(socks, app, config, heartbeat)
+    _stop_on_signals(worker, in_child=True)
+    threading.Thread(target=_stop_when_orphaned, args=(alive_r, worker), daemon=True,
+                     name='arbiter-watch').start()
+    _write_all(report_w, b'R')
+    os.close(report_w)
+    worker.run()
+    return 0
+
+
+def _write_all(fd, data):
+    view = memoryview(data)[:1 << 15]   # a traceback, not a novel
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _stop_on_signals(worker, in_child):
+    signal.signal(signal.SIGTERM, lambda signum, frame: worker.stop(graceful=True))
+    asked = []
+
+    def stop_now(signum, frame):
+        worker.stop(graceful=False)
+        if in_child:
+            # A request running in the main thread would finish first (a
+            # sleep resumes after the handler); the arbiter wants us gone,
+            # and the kernel closes our connections just as well.
+            _flush_and_exit(0)
+        if asked:
+            raise KeyboardInterrupt     # in-process, a second Ctrl-C
+        asked.append(signum)
+    for sig in _FAST_STOP:
+        signal.signal(sig, stop_now)
+
+
+def _flush_and_exit(status):
+    try:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(status)
+
+
+def _stop_when_orphaned(alive_r, worker):
+    try:
+        os.read(alive_r, 1)     # returns only when the arbiter has exited
+    except OSError:
+        return
+    log.warning('the arbiter is gone; worker (pid %d) stopping', os.getpid())
+    worker.stop(graceful=True)
+
+
+# ---------------------------------------------------------------------------
+# Loading the application
+# ---------------------------------------------------------------------------
+
+def load_application(config):
+    """The WSGI callable: ``config.application`` if given, else imported
+    from ``config.app``."""
+    if config.application is not None:
+        return config.application
+    return load_app(config.app)
+
+
+def describe_load_error(config, error):
+    """One line naming the application and why it did not load, followed by
+    the traceback when the failure happened inside the application's code."""
+    message = f"cannot load the WSGI application {config.app!r}: "
+    cause = error
+    if isinstance(error, AppLoadError):
+        message += str(error)
+        cause = error.__cause__
+    elif isinstance(error, SystemExit):
+        return message + f"it called sys.exit({error.code!r}) while being imported"
+    elif isinstance(error, KeyboardInterrupt):
+        return message + "interrupted"
+    else:
+        message += f"{type(error).__name__}: {error}"
+    if cause is not None:
+        message += '\n' + ''.join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+    return message.rstrip()
+
+
+# ---------------------------------------------------------------------------
+# Choosing the process model
+# ---------------------------------------------------------------------------
+
+class Outcome(NamedTuple):
+    """How ``serve`` ended: the exit status, and the signal that stopped it."""
+
+    status: int
+    signal: Optional[int]
+
+
+def serve(config, *, hup_stops=False):
+    """Run the server *config* describes until it is stopped.
+
+    With binds: listen on them. Without: serve what the web server left on
+    fd 0, a listening socket or one connection. ``workers == 0`` serves in
+    this process without an arbiter.
+
+    Raises, before serving anything: BindSyntaxError, ListenError, ValueError
+    (a bad FCGI_WEB_SERVER_ADDRS), and AppLoadError where the application is
+    loaded in this process (no arbiter).
+    """
+    allowed = transports.allowed_peers(config.web_server_addrs)
+    if allowed:
+        log.info('TCP connections accepted only from %s (FCGI_WEB_SERVER_ADDRS)',
+                 ', '.join(sorted(a for a in allowed if not a.startswith('::ffff:'))))
+    if config.binds:
+        addresses = [transports.parse_bind(bind) for bind in config.binds]
+        opened = []
+        try:
+            for address in addresses:
+                opened.append(transports.open_listener(address, config.backlog, config.unix_mode,
+                                                       config.unix_group))
+        except BaseException:
+            for listener in opened:
+                listener.close()
+                listener.remove_socket_file()
+            raise
+    else:
+        kind = transports.stdin_kind(0)
+        if kind == 'connection':
+            return Outcome(serve_one_connection(config), None)
+        if kind is None:
+            raise transports.ListenError(
+                "no --bind given, and fd 0 (stdin) is not a socket: pass --bind ADDRESS "
+                "(e.g. --bind 127.0.0.1:9000 or --bind unix:/run/app/fcgi.sock), or let the web "
+                "server start this program with a listening socket on fd 0 (mod_fcgid, "
+                "spawn-fcgi)")
+        opened = [transports.take_stdin_listener()]
+    for listener in opened:
+        log.info('listening on %s', listener.name)
+    if config.workers == 0:
+        return serve_in_process(config, opened, hup_stops=hup_stops)
+    arbiter = Arbiter(config, opened, hup_stops=hup_stops)
+    return Outcome(arbiter.run(), arbiter.stop_signal)
+
+
+def serve_in_process(config, listeners, hup_stops=False):
+    """One worker, in this process: no fork, no respawn, no timeout."""
+    stopped_by = []
+    saved = {sig: signal.getsignal(sig) for sig in _signals('SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP')}
+    try:
+        app = load_application(config)
+        worker = Worker([l.sock for l in listeners], app, config, heartbeat=None)
+        _stop_on_signals(worker, in_child=False)
+
+        def on_hup(signum, frame):
+            if hup_stops:
+                stopped_by.append(signum)
+                worker.stop(graceful=True)
+            else:
+                log.warning('SIGHUP ignored: reloading needs workers (--workers 1 or more)')
+        if hasattr(signal, 'SIGHUP'):
+            signal.signal(signal.SIGHUP, on_hup)
+        log.info('serving in this process (pid %d), %d thread%s', os.getpid(), config.threads,
+                 's' * (config.threads != 1))
+        worker.run()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for listener in listeners:
+            listener.close()
+            listener.remove_socket_file()
+    return Outcome(0, stopped_by[0] if stopped_by else None)
+
+
+def serve_one_connection(config):
+    """IIS's model: the web server's one connection is on fd 0; serve it,
+    one request at a time, until the web server closes it. Exit status."""
+    stream = transports.take_stdin_connection()
+    app = load_application(config)
+    if sys.platform == 'win32':
+        _exit_on_iis_shutdown_event()
+    log.info('serving the connection on fd 0 (pid %d)', os.getpid())
+    try:
+        serve_stream(stream, app, config)
+    finally:
+        stream.close()
+    return 0
+
+
+def _exit_on_iis_shutdown_event():
+    # IIS (signalBeforeTerminateSeconds) asks its FastCGI processes to exit
+    # by setting the event whose handle it puts in _FCGI_SHUTDOWN_EVENT_;
+    # wfastcgi answers by exiting, and so do we.
+    try:
+        handle = int(os.environ['_FCGI_SHUTDOWN_EVENT_'])
+    except (KeyError, ValueError):
+        return
+    import _winapi
+
+    def wait():
+        _winapi.WaitForSingleObject(handle, _winapi.INFINITE)
+        log.info('IIS asked this process to exit')
+        logging.shutdown()
+        os._exit(0)
+    threading.Thread(target=wait, daemon=True, name='iis-shutdown').start()

@@ -1,0 +1,233 @@
+"""``gateway fastcgi``: the FastCGI server's command line.
+
+Turns arguments and environment variables into a Config, sets up the log,
+and hands over to ``arbiter.serve``; start-up failures become one line on
+stderr and an exit status (2: the command line is wrong, 1: it could not
+run).
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from ...apploader import AppLoadError
+from . import listeners as transports
+from .config import Config, default_workers
+
+__all__ = ['main', 'build_parser', 'configure_logging']
+
+PROG = 'gateway fastcgi'
+
+DESCRIPTION = """\
+Serve a WSGI application over FastCGI: an arbiter process forks WORKERS
+worker processes that share the listening sockets, each with THREADS threads.
+Every worker imports the application itself, so SIGHUP loads fresh code.
+
+MODULE:CALLABLE names the application (MODULE:NAME() calls a factory; MODULE
+alone means MODULE:application, else MODULE:app). The current directory and
+--chdir are on sys.path. When no application is given, GATEWAY_APP is used.
+
+Without --bind, the server uses what the web server left on fd 0: a listening
+socket (Apache mod_fcgid, spawn-fcgi, lighttpd), served by the usual workers,
+or one connection (IIS), served in this process one request at a time."""
+
+EPILOG = """\
+signals (to the arbiter):
+  TERM       graceful stop: requests in progress finish (--graceful-timeout)
+  INT, QUIT  fast stop
+  HUP        reload: workers are replaced one by one, each old one stopped
+             only once its fresh replacement is ready; no request is refused
+
+examples:
+  gateway fastcgi myproject.wsgi:application --bind 127.0.0.1:9000
+  gateway fastcgi app:app --bind unix:/run/app/fcgi.sock --unix-mode 660 --unix-group www-data
+  spawn-fcgi -s /run/app/fcgi.sock -- /usr/bin/env GATEWAY_APP=app:app python3 -m gateway fastcgi
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, not a usage dump: the interesting part is the message.
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
+
+def _number(kind, minimum, what):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not {what}') from None
+        if value < minimum or value != value:
+            raise argparse.ArgumentTypeError(f'{text!r} is not {what}')
+        return value
+    return parse
+
+
+def _octal_mode(text):
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an octal permission mode such as 660')
+    return mode
+
+
+def _bind(text):
+    try:
+        transports.parse_bind(text)
+    except transports.BindSyntaxError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _default_workers():
+    value = os.environ.get('WEB_CONCURRENCY', '')
+    return int(value) if value.isdigit() else default_workers()
+
+
+_SECONDS = 'a number of seconds'
+
+# (flags, type, smallest value, metavar, what a value is, help); the default
+# is the Config setting the last flag names.
+_NUMERIC_OPTIONS = (
+    (('-t', '--threads'), int, 1, 'T', 'a number of threads (1 or more)',
+     'threads per worker, i.e. requests each worker runs at once (default: %(default)s)'),
+    (('--max-requests',), int, 0, 'N', 'a number of requests',
+     'replace a worker after it has served N requests, against slow leaks (default: 0, never)'),
+    (('--timeout',), float, 0, 'S', _SECONDS,
+     'kill and replace a worker whose request runs longer than S seconds '
+     '(default: %(default)g; 0: never)'),
+    (('--graceful-timeout',), float, 0, 'S', _SECONDS,
+     'on SIGTERM and reload, how long requests in progress may take to finish '
+     '(default: %(default)g)'),
+    (('--max-connections',), int, 0, 'N', 'a number of connections',
+     'connections per worker; beyond, requests are answered OVERLOADED (default: 0, unlimited)'),
+    (('--read-timeout',), float, 0, 'S', _SECONDS,
+     'drop a web-server connection silent for S seconds, mid-request or idle between '
+     'requests (default: %(default)g; 0: never)'),
+    (('--max-params-size',), int, 1, 'BYTES', 'a number of bytes',
+     'largest PARAMS (CGI environment) of one request (default: %(default)s)'),
+    (('--backlog',), int, 1, 'N', 'a queue length (1 or more)',
+     'listen queue length (default: %(default)s; the kernel may cap it: net.core.somaxconn)'),
+)
+
+
+def build_parser():
+    defaults = Config()
+    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add('app', nargs='?', metavar='MODULE:CALLABLE',
+        help='the WSGI application (default: $GATEWAY_APP)')
+    add('-b', '--bind', action='append', type=_bind, default=[], metavar='ADDRESS',
+        help='where to listen; repeat for several: HOST:PORT (IPv4), [IPV6]:PORT (IPv6 only), '
+             'unix:PATH, or fd://N (an inherited listening socket). Default: the listening '
+             'socket or connection on fd 0')
+    add('-w', '--workers', type=_number(int, 0, 'a number of workers'), default=None, metavar='N',
+        help='worker processes (default: $WEB_CONCURRENCY, else the number of CPUs, here %d); '
+             '0 serves in this one process, with no arbiter, reload or --timeout'
+             % _default_workers())
+    for flags, kind, minimum, metavar, what, text in _NUMERIC_OPTIONS:
+        setting = flags[-1][2:].replace('-', '_')
+        add(*flags, type=_number(kind, minimum, what), default=getattr(defaults, setting),
+            metavar=metavar, help=text)
+    add('--fcgi-stderr', action='store_true',
+        help="send wsgi.errors to the web server as FCGI_STDERR records (its error log) instead "
+             "of this server's log (default: off; nginx logs every such record as an error)")
+    add('--web-server-addrs', metavar='LIST', default=None,
+        help='comma-separated IP addresses allowed to connect over TCP (default: '
+             '$FCGI_WEB_SERVER_ADDRS; unset: anyone). Unix-socket peers are always allowed')
+    add('--unix-mode', type=_octal_mode, default=None, metavar='OCTAL',
+        help='permissions of unix sockets, e.g. 660 (default: as the umask allows). The web '
+             "server's user needs write permission on the socket and +x on every parent "
+             'directory')
+    add('--unix-group', default=None, metavar='GROUP',
+        help="group (name or id) of unix sockets, e.g. the web server's (default: ours)")
+    add('--chdir', default=os.environ.get('GATEWAY_CHDIR') or None, metavar='DIR',
+        help='change to DIR before binding and loading the application; DIR goes first on '
+             'sys.path (default: $GATEWAY_CHDIR, else stay)')
+    add('--log-level', default=defaults.log_level, type=str.lower,
+        choices=('debug', 'info', 'warning', 'error', 'critical'),
+        help='log verbosity, on stderr (default: %(default)s)')
+    return parser
+
+
+def configure_logging(level='info', only_if_unconfigured=False):
+    """Log the server's messages on stderr, one line each:
+    ``[2026-11-24 08:00:00 +0000] [pid] [INFO] message``.
+
+    With *only_if_unconfigured* (a library call) a program that already set
+    up logging keeps its own handlers.
+    """
+    logger = logging.getLogger('gateway')
+    if only_if_unconfigured and (logger.handlers or logging.getLogger().handlers):
+        return
+    if not any(getattr(handler, 'is_gateway_default', False) for handler in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(
+            '[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s', '%Y-%m-%d %H:%M:%S %z'))
+        handler.is_gateway_default = True
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level.upper())
+
+
+def _fail(status, message):
+    sys.stderr.write(f'{PROG}: error: {message}\n')
+    sys.stderr.flush()
+    return status
+
+
+def main(argv=None):
+    """Run ``gateway fastcgi`` with *argv*; the exit status."""
+    from .arbiter import describe_load_error, serve
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as stop:
+        return stop.code
+    spec = args.app or os.environ.get('GATEWAY_APP', '').strip()
+    if not spec:
+        return _fail(2, 'no WSGI application given: pass MODULE:CALLABLE or set GATEWAY_APP '
+                        '(see --help)')
+    configure_logging(args.log_level)
+
+    try:
+        transports.allowed_peers(args.web_server_addrs)
+    except ValueError as error:
+        return _fail(2, str(error))
+    # As gunicorn: the directory the server was started in is importable,
+    # and --chdir (put in front by load_app) wins over it.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    if args.chdir:
+        try:
+            os.chdir(args.chdir)
+        except OSError as error:
+            return _fail(1, f'--chdir {args.chdir}: {error.strerror}')
+
+    config = Config(
+        app=spec, binds=args.bind,
+        workers=_default_workers() if args.workers is None else args.workers,
+        threads=args.threads, backlog=args.backlog, max_requests=args.max_requests,
+        timeout=args.timeout, graceful_timeout=args.graceful_timeout,
+        max_connections=args.max_connections, read_timeout=args.read_timeout,
+        max_params_size=args.max_params_size, fcgi_stderr=args.fcgi_stderr,
+        web_server_addrs=args.web_server_addrs, unix_mode=args.unix_mode,
+        unix_group=args.unix_group, chdir=args.chdir, log_level=args.log_level)
+    if config.workers and config.binds and not hasattr(os, 'fork'):
+        return _fail(2, 'this system cannot fork workers: use --workers 0, or run under IIS '
+                        '(no --bind: the connection on stdin)')
+    try:
+        return serve(config).status
+    except transports.BindSyntaxError as error:
+        return _fail(2, str(error))
+    except transports.ListenError as error:
+        return _fail(1, str(error))
+    except AppLoadError as error:
+        return _fail(1, describe_load_error(config, error))
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,55 @@
+"""Applications the FastCGI process tests run by name, as
+``apps.fcgiapps:NAME`` from the tests directory."""
+
+import os
+import time
+
+
+def _text(start_response, text, status='200 OK'):
+    body = text.encode('utf-8')
+    start_response(status, [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    return [body]
+
+
+def hello(environ, start_response):
+    return _text(start_response, 'Hello, World!')
+
+
+def pid(environ, start_response):
+    """The worker's pid: which process served the request."""
+    return _text(start_response, str(os.getpid()))
+
+
+def slow(environ, start_response):
+    """Sleeps as many seconds as the query string says, then answers with
+    its pid. Says in the server log when it starts, so that a test knows
+    the request is in progress."""
+    environ['wsgi.errors'].write('slow request started in pid %d\n' % os.getpid())
+    environ['wsgi.errors'].flush()
+    time.sleep(float(environ.get('QUERY_STRING') or '1'))
+    return _text(start_response, 'slept %s' % os.getpid())
+
+
+def echo(environ, start_response):
+    """The request body, back."""
+    body = environ['wsgi.input'].read()
+    start_response('200 OK', [('Content-Type', 'application/octet-stream'),
+                              ('Content-Length', str(len(body)))])
+    return [body]
+
+
+def peer(environ, start_response):
+    """Where the web server says the client is, and the CGI basics."""
+    return _text(start_response, '%s %s %s' % (environ.get('REMOTE_ADDR'),
+                                                environ.get('REQUEST_METHOD'),
+                                                environ.get('PATH_INFO')))
+
+
+def router(environ, start_response):
+    """One app with all of the above by path: /pid, /slow?S, /echo, /peer."""
+    path = environ.get('PATH_INFO', '/')
+    app = {'/pid': pid, '/slow': slow, '/echo': echo, '/peer': peer}.get(path, hello)
+    return app(environ, start_response)
+
+
+application = router

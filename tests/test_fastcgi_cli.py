@@ -1,0 +1,172 @@
+"""``gateway fastcgi``: options, help, and one clear line for each way
+starting can fail (exit status 2: the command line, 1: could not run)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from fcgi_client import TESTS, ServerProcess, get, server_env
+from gateway.handlers.fastcgi import cli
+
+APP = 'apps.fcgiapps:router'
+
+
+def run_cli(*args, env=None, stdin=subprocess.DEVNULL, timeout=20):
+    """Run ``python -m gateway fastcgi ARGS`` that is expected to stop by
+    itself; (exit status, stderr text)."""
+    done = subprocess.run([sys.executable, '-m', 'gateway', 'fastcgi', *args], cwd=TESTS,
+                          env=server_env() if env is None else env, stdin=stdin,
+                          capture_output=True, timeout=timeout)
+    return done.returncode, done.stderr.decode('utf-8', 'replace') + done.stdout.decode()
+
+
+def error_lines(output):
+    return [line for line in output.splitlines() if 'error' in line.lower()]
+
+
+def test_help_explains_every_option_and_its_default(capsys):
+    assert cli.main(['--help']) == 0
+    text = capsys.readouterr().out
+    for option in ('--bind', '--workers', '--threads', '--max-requests', '--timeout',
+                   '--graceful-timeout', '--max-connections', '--read-timeout',
+                   '--max-params-size', '--fcgi-stderr', '--unix-mode', '--unix-group',
+                   '--chdir', '--log-level', '--backlog', '--web-server-addrs'):
+        assert option in text
+    for mention in ('GATEWAY_APP', 'GATEWAY_CHDIR', 'FCGI_WEB_SERVER_ADDRS', 'WEB_CONCURRENCY',
+                    'default: 30', 'default: 1024', 'unix:PATH', 'fd://N', 'SIGHUP', 'HUP',
+                    'mod_fcgid', 'IIS', '+x'):
+        assert mention in text, mention
+
+
+def test_help_through_the_gateway_command():
+    status, output = run_cli('--help')
+    assert status == 0 and 'usage: gateway fastcgi' in output
+
+
+@pytest.mark.parametrize('args, says', [
+    (['--bind', '127.0.0.1'], "bad --bind '127.0.0.1'"),
+    (['--bind', '[::1]:x'], 'port must be a number'),
+    (['--workers', '-1'], "'-1' is not a number of workers"),
+    (['--threads', '0'], "'0' is not a number of threads"),
+    (['--unix-mode', '999'], 'not an octal permission mode'),
+    (['--timeout', 'soon'], "'soon' is not a number of seconds"),
+    (['--log-level', 'loud'], "invalid choice: 'loud'"),
+    (['--no-such-option'], 'unrecognized arguments'),
+])
+def test_usage_errors_are_one_line_and_exit_2(args, says, capsys):
+    assert cli.main([APP, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith('gateway fastcgi: error:'), err
+    assert says in err
+
+
+def test_no_application_given(capsys):
+    env_app = os.environ.pop('GATEWAY_APP', None)
+    try:
+        assert cli.main(['--bind', '127.0.0.1:0']) == 2
+    finally:
+        if env_app is not None:
+            os.environ['GATEWAY_APP'] = env_app
+    assert 'no WSGI application given: pass MODULE:CALLABLE or set GATEWAY_APP' in capsys.readouterr().err
+
+
+def test_bad_web_server_addrs_is_a_usage_error():
+    status, output = run_cli(APP, '--bind', '127.0.0.1:0',
+                             env=server_env(FCGI_WEB_SERVER_ADDRS='10.0.0.1,nginx.local'))
+    assert status == 2
+    assert "FCGI_WEB_SERVER_ADDRS: 'nginx.local' is not an IP address" in output
+
+
+def test_missing_application_module_is_named_with_the_reason():
+    status, output = run_cli('no_such_module:app', '--bind', '127.0.0.1:0', '--workers', '3')
+    assert status == 1
+    assert ("cannot load the WSGI application 'no_such_module:app': cannot import "
+            "'no_such_module': no such module") in output
+    assert output.count('cannot load the WSGI application') == 1, 'said once, not per worker'
+    assert 'no worker could start' in output
+
+
+def test_missing_callable_is_named():
+    status, output = run_cli('apps.fcgiapps:nothing_here', '--bind', '127.0.0.1:0')
+    assert status == 1
+    assert "module 'apps.fcgiapps'" in output and "has no 'nothing_here'" in output
+
+
+def test_application_that_fails_to_import_shows_its_traceback():
+    status, output = run_cli('apps.broken:app', '--bind', '127.0.0.1:0', '--workers', '1')
+    assert status == 1
+    assert "cannot load the WSGI application 'apps.broken:app'" in output
+    assert 'RuntimeError: the application module is broken' in output
+    assert 'Traceback' in output and 'broken.py' in output
+
+
+def test_address_in_use():
+    with socket.create_server(('127.0.0.1', 0)) as taken:
+        port = taken.getsockname()[1]
+        status, output = run_cli(APP, '--bind', f'127.0.0.1:{port}')
+    assert status == 1
+    assert error_lines(output) == [f'gateway fastcgi: error: address already in use: '
+                                   f'127.0.0.1:{port} (another server is listening there)']
+
+
+def test_socket_path_that_cannot_be_created(tmp_path):
+    status, output = run_cli(APP, '--bind', f'unix:{tmp_path}/missing/dir/app.sock')
+    assert status == 1
+    assert len(error_lines(output)) == 1
+    assert f'the directory {tmp_path}/missing/dir does not exist' in output
+
+
+def test_socket_path_that_is_a_regular_file(tmp_path):
+    victim = tmp_path / 'important.conf'
+    victim.write_text('keep me')
+    status, output = run_cli(APP, '--bind', f'unix:{victim}')
+    assert status == 1
+    assert 'exists and is not a socket; refusing to delete it' in output
+    assert victim.read_text() == 'keep me'
+
+
+def test_second_bind_failing_releases_the_first(tmp_path):
+    path = tmp_path / 'first.sock'
+    with socket.create_server(('127.0.0.1', 0)) as taken:
+        port = taken.getsockname()[1]
+        status, output = run_cli(APP, '--bind', f'unix:{path}', '--bind', f'127.0.0.1:{port}')
+    assert status == 1 and 'address already in use' in output
+    assert not path.exists()
+
+
+def test_without_bind_stdin_must_be_a_socket():
+    status, output = run_cli(APP)       # stdin is /dev/null
+    assert status == 1
+    assert 'no --bind given, and fd 0 (stdin) is not a socket: pass --bind ADDRESS' in output
+
+
+def test_bad_chdir():
+    status, output = run_cli(APP, '--chdir', '/no/such/dir', '--bind', '127.0.0.1:0')
+    assert status == 1 and '--chdir /no/such/dir: No such file or directory' in output
+
+
+def test_gateway_app_and_chdir_from_the_environment(tmp_path):
+    (tmp_path / 'envapp.py').write_text(
+        'def application(environ, start_response):\n'
+        '    start_response("200 OK", [])\n'
+        '    return [b"from the environment"]\n')
+    env = server_env(GATEWAY_APP='envapp', GATEWAY_CHDIR=str(tmp_path))
+    with ServerProcess(['--bind', '127.0.0.1:0', '--workers', '1'], env=env) as server:
+        assert get(server.address()).body == b'from the environment'
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+
+
+def test_options_reach_the_server(tmp_path):
+    path = tmp_path / 'opts.sock'
+    with ServerProcess([APP, '--bind', f'unix:{path}', '--workers', '2', '--threads', '3',
+                        '--unix-mode', '600', '--log-level', 'debug']) as server:
+        server.wait_booted(2)
+        assert 'arbiter started' in server.log and '2 workers, 3 threads each' in server.log
+        assert 'mode 0600' in server.log
+        assert '[DEBUG] worker 1 spawned' in server.log
+        assert get(str(path), '/peer').status == 200

@@ -1,0 +1,440 @@
+"""Where the FastCGI server listens: --bind forms, fd 0 as web servers hand
+it over, unix socket files, and FCGI_WEB_SERVER_ADDRS."""
+
+import grp
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from fcgi_client import ServerProcess, cgi_params, get, read_until_end_request, server_env
+from gateway.handlers.fastcgi import listeners as L
+from gateway.handlers.fastcgi import protocol as p
+
+APP = 'apps.fcgiapps:router'
+
+
+def _has_ipv6():
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(('::1', 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not _has_ipv6(), reason='no IPv6 loopback here')
+
+
+# ---------------------------------------------------------------------------
+# --bind syntax
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize('text, kind, target', [
+    ('127.0.0.1:9000', 'inet', ('127.0.0.1', 9000)),
+    ('localhost:0', 'inet', ('localhost', 0)),
+    ('[::1]:9000', 'inet6', ('::1', 9000)),
+    ('[::]:80', 'inet6', ('::', 80)),
+    ('unix:/run/app/fcgi.sock', 'unix', '/run/app/fcgi.sock'),
+    ('unix:relative.sock', 'unix', 'relative.sock'),
+    ('fd://3', 'fd', 3),
+])
+def test_bind_forms(text, kind, target):
+    address = L.parse_bind(text)
+    assert (address.kind, address.target) == (kind, target)
+    assert str(address) == text
+
+
+@pytest.mark.parametrize('text, says', [
+    ('9000', 'expected HOST:PORT'),
+    ('127.0.0.1', 'expected HOST:PORT'),
+    ('127.0.0.1:http', 'port must be a number'),
+    ('127.0.0.1:70000', 'port must be a number'),
+    ('::1:9000', 'brackets'),
+    ('[::1]9000', '[ADDRESS]:PORT'),
+    ('[not-v6]:9000', 'not an IPv6 address'),
+    ('unix:', 'needs a path'),
+    ('fd://x', 'file descriptor number'),
+    ('', 'expected'),
+])
+def test_bad_bind_says_what_is_wrong(text, says):
+    with pytest.raises(L.BindSyntaxError, match=r'(?i)' + says.replace('[', r'\[').replace(']', r'\]')):
+        L.parse_bind(text)
+
+
+# ---------------------------------------------------------------------------
+# Opening listeners, in this process
+# ---------------------------------------------------------------------------
+
+def test_ipv4_listener_with_reuseaddr_and_backlog():
+    listener = L.open_listener('127.0.0.1:0', backlog=7)
+    try:
+        sock = listener.sock
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        port = sock.getsockname()[1]
+        assert listener.name == f'127.0.0.1:{port}'
+    finally:
+        listener.close()
+
+
+@needs_ipv6
+def test_ipv6_listener_is_ipv6_only():
+    listener = L.open_listener('[::1]:0')
+    try:
+        assert listener.sock.family == socket.AF_INET6
+        assert listener.sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+        assert listener.name.startswith('[::1]:')
+    finally:
+        listener.close()
+
+
+def test_address_in_use_is_reported_as_such():
+    first = L.open_listener('127.0.0.1:0')
+    try:
+        port = first.sock.getsockname()[1]
+        with pytest.raises(L.ListenError, match='address already in use: 127.0.0.1:%d' % port):
+            L.open_listener(f'127.0.0.1:{port}')
+    finally:
+        first.close()
+
+
+def test_unix_socket_mode_and_group_by_name_and_id(tmp_path):
+    group = grp.getgrgid(os.getgid()).gr_name
+    for given in (group, str(os.getgid())):
+        path = str(tmp_path / f'by-{given}.sock')
+        listener = L.open_listener('unix:' + path, unix_mode=0o660, unix_group=given)
+        try:
+            st = os.stat(path)
+            assert stat.S_ISSOCK(st.st_mode)
+            assert stat.S_IMODE(st.st_mode) == 0o660
+            assert st.st_gid == os.getgid()
+            assert f'mode 0660, group {group}' in listener.name
+        finally:
+            listener.close()
+            listener.remove_socket_file()
+        assert not os.path.exists(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='giving a socket to another group needs root')
+def test_unix_socket_given_to_another_group(tmp_path):
+    other = next(g for g in grp.getgrall() if g.gr_gid != os.getgid())
+    path = str(tmp_path / 'other.sock')
+    listener = L.open_listener('unix:' + path, unix_mode=0o660, unix_group=other.gr_name)
+    try:
+        assert os.stat(path).st_gid == other.gr_gid
+    finally:
+        listener.close()
+        listener.remove_socket_file()
+
+
+def test_unknown_group_is_refused(tmp_path):
+    with pytest.raises(L.ListenError, match='no such group'):
+        L.open_listener('unix:' + str(tmp_path / 'x.sock'), unix_group='no-such-group-here')
+
+
+def test_stale_socket_file_is_replaced(tmp_path):
+    path = str(tmp_path / 'stale.sock')
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(path)
+    dead.close()            # the file stays, nobody listens: a crashed server's leftover
+    listener = L.open_listener('unix:' + path)
+    try:
+        probe = socket.socket(socket.AF_UNIX)
+        probe.connect(path)     # the new socket answers
+        probe.close()
+    finally:
+        listener.close()
+        listener.remove_socket_file()
+
+
+def test_live_socket_is_not_stolen(tmp_path):
+    path = str(tmp_path / 'live.sock')
+    first = L.open_listener('unix:' + path)
+    try:
+        with pytest.raises(L.ListenError, match='address already in use'):
+            L.open_listener('unix:' + path)
+        assert os.path.exists(path)
+    finally:
+        first.close()
+        first.remove_socket_file()
+
+
+def test_non_socket_file_is_never_deleted(tmp_path):
+    path = tmp_path / 'precious.txt'
+    path.write_text('data')
+    with pytest.raises(L.ListenError, match='exists and is not a socket; refusing to delete it'):
+        L.open_listener(f'unix:{path}')
+    assert path.read_text() == 'data'
+
+
+def test_missing_directory_is_named(tmp_path):
+    with pytest.raises(L.ListenError, match='the directory .*nowhere does not exist'):
+        L.open_listener(f'unix:{tmp_path}/nowhere/app.sock')
+
+
+def test_unwritable_directory_mentions_search_permission(tmp_path, monkeypatch):
+    # Root may write anywhere, so the refusal is simulated.
+    monkeypatch.setattr(L.os, 'access', lambda path, mode: False)
+    with pytest.raises(L.ListenError, match=r'not writable.*\+x\) permission on every parent'):
+        L.open_listener(f'unix:{tmp_path}/app.sock')
+
+
+def test_socket_file_replaced_by_another_server_is_left_alone(tmp_path):
+    path = str(tmp_path / 'shared.sock')
+    ours = L.open_listener('unix:' + path)
+    ours.close()
+    os.unlink(path)
+    theirs = L.open_listener('unix:' + path)
+    try:
+        ours.remove_socket_file()
+        assert os.path.exists(path)
+    finally:
+        theirs.close()
+        theirs.remove_socket_file()
+
+
+def test_inherited_fd_must_be_listening():
+    a, b = socket.socketpair()
+    try:
+        with pytest.raises(L.ListenError, match='not listening'):
+            L.inherited_listener(a.fileno(), f'fd://{a.fileno()}')
+    finally:
+        a.close()
+        b.close()
+
+
+def test_stdin_kinds():
+    listening = socket.create_server(('127.0.0.1', 0))
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    try:
+        assert L.stdin_kind(listening.fileno()) == 'listening'
+        assert L.stdin_kind(a.fileno()) == 'connection'
+        assert L.stdin_kind(r) is None
+    finally:
+        for s in (listening, a, b):
+            s.close()
+        os.close(r)
+        os.close(w)
+
+
+# ---------------------------------------------------------------------------
+# FCGI_WEB_SERVER_ADDRS
+# ---------------------------------------------------------------------------
+
+def test_peer_check():
+    allowed = L.allowed_peers('127.0.0.1, ::1')
+    assert L.peer_allowed(('127.0.0.1', 5000), allowed)
+    assert L.peer_allowed(('::ffff:127.0.0.1', 5000, 0, 0), allowed)     # IPv4-mapped
+    assert L.peer_allowed(('::1', 5000, 0, 0), allowed)
+    assert L.peer_allowed(('0:0:0:0:0:0:0:1', 5000, 0, 0), allowed)      # another spelling
+    assert not L.peer_allowed(('127.0.0.2', 5000), allowed)
+    assert not L.peer_allowed(('::2', 5000, 0, 0), allowed)
+    assert L.peer_allowed('', allowed)                                   # unix peer
+    assert L.peer_allowed(b'', allowed)
+    # Raw settings work too (the worker may pass the config value as is).
+    assert L.peer_allowed(('::ffff:10.0.0.1', 1, 0, 0), ['10.0.0.1'])
+    assert not L.peer_allowed(('10.0.0.2', 1), '10.0.0.1')
+    # Unset or empty: anyone.
+    assert L.allowed_peers(None, environ={}) is None
+    assert L.allowed_peers(' , ') is None
+    assert L.peer_allowed(('192.0.2.1', 1), None)
+    assert L.allowed_peers(None, environ={'FCGI_WEB_SERVER_ADDRS': '10.1.1.1'}) >= {'10.1.1.1'}
+    with pytest.raises(ValueError, match="'web.example' is not an IP address"):
+        L.allowed_peers('127.0.0.1,web.example')
+
+
+def _refused(address):
+    """True when the server closes the connection without answering."""
+    try:
+        get(address, timeout=5)
+    except (ConnectionError, OSError):
+        return True
+    return False
+
+
+@needs_ipv6
+def test_web_server_addrs_accept_and_refuse_v4_and_v6():
+    env = server_env(FCGI_WEB_SERVER_ADDRS='127.0.0.1,::2')
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--bind', '[::1]:0', '--workers', '1'],
+                       env=env) as server:
+        v4, v6 = server.addresses(2)
+        assert get(v4, '/peer').status == 200
+        assert _refused(v6)
+        server.wait_for_log(r'refused: not in FCGI_WEB_SERVER_ADDRS')
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--bind', '[::1]:0', '--workers', '1',
+                        '--web-server-addrs', '::1']) as server:
+        v4, v6 = server.addresses(2)
+        assert _refused(v4)
+        assert get(v6, '/peer').status == 200
+
+
+# ---------------------------------------------------------------------------
+# Real processes on each transport
+# ---------------------------------------------------------------------------
+
+def test_serves_on_ipv4():
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1']) as server:
+        response = get(server.address(), '/peer')
+        assert response.status == 200
+        assert response.body == b'127.0.0.1 GET /peer'
+
+
+@needs_ipv6
+def test_serves_on_ipv6():
+    with ServerProcess([APP, '--bind', '[::1]:0', '--workers', '1']) as server:
+        host, port = server.address()
+        assert host == '::1'
+        assert get((host, port)).body == b'Hello, World!'
+
+
+def test_serves_on_unix_socket_and_removes_it_at_exit(tmp_path):
+    path = str(tmp_path / 'app.sock')
+    with ServerProcess([APP, '--bind', 'unix:' + path, '--workers', '1',
+                        '--unix-mode', '666']) as server:
+        assert server.address() == path
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666
+        assert get(path, '/echo').status == 200
+        server.send_signal(15)
+        assert server.wait() == 0
+    assert not os.path.exists(path)
+
+
+def test_serves_on_an_inherited_fd():
+    sock = socket.create_server(('127.0.0.1', 0))
+    try:
+        fd = sock.fileno()
+        with ServerProcess([APP, '--bind', f'fd://{fd}', '--workers', '1'], pass_fds=[fd]) as server:
+            server.wait_booted(1)
+            assert 'listening on 127.0.0.1:' in server.log and f'(fd://{fd})' in server.log
+            assert get(sock.getsockname(), '/pid').status == 200
+    finally:
+        sock.close()
+
+
+def test_listening_socket_on_fd_0_as_spawn_fcgi_hands_it(tmp_path):
+    # spawn-fcgi and mod_fcgid bind the socket, then start the program with
+    # it as stdin (FCGI_LISTENSOCK_FILENO) and no address on the command line.
+    path = str(tmp_path / 'spawned.sock')
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.listen(16)
+    try:
+        with ServerProcess([APP, '--workers', '2'], stdin=sock.fileno()) as server:
+            server.wait_booted(2)
+            assert f'listening on unix:{path} (fd 0)' in server.log
+            for _ in range(3):
+                assert get(path).body == b'Hello, World!'
+            server.send_signal(15)
+            assert server.wait() == 0
+        assert os.path.exists(path), 'the socket file belongs to whoever created it'
+    finally:
+        sock.close()
+
+
+def test_connected_socket_on_fd_0_is_served_in_process_iis_style():
+    # IIS gives each process one connection on stdin and sends its requests
+    # over it one after another; here a socketpair stands in for the pipe.
+    ours, theirs = socket.socketpair()
+    with ServerProcess([APP], stdin=theirs.fileno()) as server:
+        theirs.close()
+        ours.settimeout(10)
+        for index in range(4):
+            body = b'request %d' % index
+            ours.sendall(p.encode_begin_request(1, keep_conn=True)
+                         + p.encode_params(1, cgi_params('/echo', method='POST', body=body))
+                         + p.encode_stdin(1, body))
+            response = read_until_end_request(ours)
+            assert (response.status, response.body, response.protocol_status) == (200, body, 0)
+        assert 'arbiter' not in server.log
+        ours.close()            # IIS closes the pipe: the process ends
+        assert server.wait() == 0
+
+
+def test_cgi_fcgi_as_an_independent_client():
+    cgi_fcgi = shutil.which('cgi-fcgi')
+    if cgi_fcgi is None:
+        pytest.skip('cgi-fcgi (Debian package libfcgi-bin) is not installed')
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1']) as server:
+        host, port = server.address()
+        env = {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), 'REQUEST_METHOD': 'POST',
+               'SCRIPT_NAME': '', 'PATH_INFO': '/echo', 'QUERY_STRING': '',
+               'SERVER_NAME': 'localhost', 'SERVER_PORT': '80', 'SERVER_PROTOCOL': 'HTTP/1.1',
+               'CONTENT_LENGTH': '11', 'CONTENT_TYPE': 'text/plain'}
+        done = subprocess.run([cgi_fcgi, '-bind', '-connect', f'{host}:{port}'], env=env,
+                              input=b'hello world', capture_output=True, timeout=15)
+        assert done.returncode == 0, done.stderr
+        head, _, body = done.stdout.partition(b'\r\n\r\n')
+        assert body == b'hello world'
+        assert b'Status: 200 OK' in head
+
+
+# ---------------------------------------------------------------------------
+# IIS on Windows: the named pipe on stdin, exercised here over a socketpair
+# with a stand-in for msvcrt (the stream only needs os.read/os.write)
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def windows_listeners(monkeypatch):
+    import importlib.util
+    import types
+
+    fake_msvcrt = types.SimpleNamespace(setmode=lambda fd, mode: None,
+                                        get_osfhandle=lambda fd: fd)
+    monkeypatch.setitem(sys.modules, 'msvcrt', fake_msvcrt)
+    monkeypatch.setattr(os, 'O_BINARY', 0x8000, raising=False)
+    monkeypatch.setattr(sys, 'platform', 'win32')
+    import ctypes
+    kernel32 = types.SimpleNamespace(GetFileType=_FakeGetFileType())
+    monkeypatch.setattr(ctypes, 'windll', types.SimpleNamespace(kernel32=kernel32), raising=False)
+    spec = importlib.util.spec_from_file_location('listeners_on_windows', L.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _FakeGetFileType:
+    argtypes = restype = None
+
+    def __call__(self, handle):
+        return 3 if stat.S_ISSOCK(os.fstat(handle).st_mode) else 1   # FILE_TYPE_PIPE or DISK
+
+
+def test_windows_pipe_stream_serves_iis_requests(windows_listeners):
+    import threading
+    from gateway.handlers.fastcgi.config import Config
+    from gateway.handlers.fastcgi.worker import serve_stream
+    from apps.fcgiapps import router
+
+    ours, theirs = socket.socketpair()
+    r, w = os.pipe()
+    try:
+        assert windows_listeners.stdin_kind(theirs.fileno()) == 'connection'
+        assert windows_listeners.stdin_kind(r) is None
+        stream = windows_listeners._PipeStream(os.dup(theirs.fileno()))
+        theirs.close()
+        server = threading.Thread(target=serve_stream, args=(stream, router, Config()), daemon=True)
+        server.start()
+        ours.settimeout(10)
+        for keep_conn in (True, True, False):
+            ours.sendall(p.encode_begin_request(1, keep_conn=keep_conn)
+                         + p.encode_params(1, cgi_params('/echo', method='POST', body=b'piped'))
+                         + p.encode_stdin(1, b'piped'))
+            assert read_until_end_request(ours).body == b'piped'
+        ours.close()
+        server.join(10)
+        assert not server.is_alive()
+        assert stream.fileno() == -1 or stream.recv(10) == b''
+        stream.close()
+        assert stream.fileno() == -1
+    finally:
+        ours.close()
+        os.close(r)
+        os.close(w)

@@ -1,0 +1,380 @@
+"""The FastCGI server's process model, on real processes: signals, reload,
+worker replacement, --max-requests, --timeout, and the flup-style API."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from fcgi_client import TESTS, ServerProcess, get, pid_alive, server_env, wait_until
+from gateway.handlers.fastcgi import arbiter
+from gateway.handlers.fastcgi.compat import WSGIServer
+
+APP = 'apps.fcgiapps:router'
+
+
+def _in_background(function, *args, **kwargs):
+    """Run *function* in a thread; the returned callable gives its result
+    (or raises its exception) once it is done."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome['value'] = function(*args, **kwargs)
+        except BaseException as error:
+            outcome['error'] = error
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result(timeout=15):
+        thread.join(timeout)
+        assert not thread.is_alive(), 'still running'
+        if 'error' in outcome:
+            raise outcome['error']
+        return outcome['value']
+    return result
+
+
+# ---------------------------------------------------------------------------
+# The heartbeat, in this process
+# ---------------------------------------------------------------------------
+
+def test_heartbeat_reports_the_oldest_request_in_progress():
+    heartbeat = arbiter.Heartbeat(3)
+    try:
+        assert heartbeat.longest_running(time.monotonic()) is None
+        heartbeat.started(2)
+        time.sleep(0.01)
+        heartbeat.started(0)
+        slot, seconds = heartbeat.longest_running(time.monotonic() + 5)
+        assert slot == 2 and seconds >= 5
+        heartbeat.finished(2)
+        heartbeat.finished(0)
+        assert heartbeat.longest_running(time.monotonic()) is None
+    finally:
+        heartbeat.close()
+
+
+def test_heartbeat_is_cheap():
+    heartbeat = arbiter.Heartbeat(1)
+    try:
+        started, finished = heartbeat.started, heartbeat.finished
+        begin = time.perf_counter()
+        for _ in range(100000):
+            started(0)
+            finished(0)
+        per_request = (time.perf_counter() - begin) / 100000
+        assert per_request < 20e-6, f'{per_request * 1e6:.2f} microseconds per request'
+    finally:
+        heartbeat.close()
+
+
+# ---------------------------------------------------------------------------
+# Signals to the arbiter
+# ---------------------------------------------------------------------------
+
+def test_sigterm_lets_the_request_in_flight_finish_then_exits_0():
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1']) as server:
+        address = server.address()
+        server.wait_booted(1)
+        response = _in_background(get, address, '/slow', query='1.5')
+        server.wait_for_log('slow request started')
+        server.send_signal(signal.SIGTERM)
+        server.wait_for_log('shutting down: waiting')
+        with pytest.raises(OSError):
+            get(address, timeout=2)          # nobody accepts any more
+        reply = response()
+        assert (reply.status, reply.body[:5]) == (200, b'slept')
+        assert server.wait() == 0
+        assert 'arbiter stopped' in server.log
+
+
+def test_sigint_stops_at_once():
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '2']) as server:
+        address = server.address()
+        pids = server.wait_booted(2)
+        response = _in_background(get, address, '/slow', query='60')
+        server.wait_for_log('slow request started')
+        began = time.monotonic()
+        server.send_signal(signal.SIGINT)
+        assert server.wait(10) == 0
+        assert time.monotonic() - began < arbiter.FAST_STOP_WAIT + 3
+        with pytest.raises(ConnectionError):
+            response()
+        assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_sighup_replaces_every_worker_and_loads_new_code(tmp_path):
+    module = tmp_path / 'reloadable.py'
+    source = textwrap.dedent('''\
+        import os
+        VERSION = %r
+        def application(environ, start_response):
+            start_response('200 OK', [('Content-Type', 'text/plain')])
+            return [('%%s %%d' %% (VERSION, os.getpid())).encode()]
+        ''')
+    module.write_text(source % 'one')
+    with ServerProcess(['reloadable', '--bind', '127.0.0.1:0', '--workers', '2',
+                        '--chdir', str(tmp_path)]) as server:
+        address = server.address()
+        old_pids = set(server.wait_booted(2))
+        assert get(address).body.startswith(b'one ')
+        module.write_text(source % 'two, longer')
+        mark = server.mark()
+
+        statuses, bodies = [], set()
+
+        def keep_asking(stop):
+            deadline = time.monotonic() + 20
+            while not stop.is_set() and time.monotonic() < deadline and len(statuses) < 5000:
+                reply = get(address)
+                statuses.append(reply.status)
+                bodies.add(reply.body)
+        stop = threading.Event()
+        asking = _in_background(keep_asking, stop)
+        wait_until(lambda: len(statuses) > 10, message='requests before the reload')
+        server.send_signal(signal.SIGHUP)
+        server.wait_for_log('reload complete', timeout=20, start=mark)
+        stop.set()
+        asking()
+
+        new_pids = set(server.booted_pids(mark))
+        assert len(new_pids) == 2 and not new_pids & old_pids
+        assert statuses and set(statuses) == {200}, 'a request failed during the reload'
+        for pid in old_pids:
+            wait_until(lambda: not pid_alive(pid), message=f'old worker {pid} to exit')
+        after = {get(address).body for _ in range(6)}
+        assert all(body.startswith(b'two, longer ') for body in after)
+        assert {int(body.split()[-1]) for body in after} <= new_pids
+        assert any(body.startswith(b"one ") for body in bodies)
+
+
+def test_reload_with_broken_new_code_keeps_the_old_workers(tmp_path):
+    module = tmp_path / 'fragile.py'
+    module.write_text('def application(environ, start_response):\n'
+                      '    start_response("200 OK", [])\n'
+                      '    return [b"fine"]\n')
+    with ServerProcess(['fragile', '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--chdir', str(tmp_path)]) as server:
+        address = server.address()
+        old = server.wait_booted(1)
+        module.write_text('raise ImportError("half-deployed")\n')
+        server.send_signal(signal.SIGHUP)
+        server.wait_for_log('reload abandoned: the old workers keep serving')
+        assert 'half-deployed' in server.log
+        assert get(address).body == b'fine'
+        assert pid_alive(old[0])
+        assert server.proc.poll() is None
+
+
+def test_a_killed_worker_is_replaced():
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1']) as server:
+        address = server.address()
+        server.wait_booted(1)
+        first = int(get(address, '/pid').body)
+        mark = server.mark()
+        os.kill(first, signal.SIGKILL)
+        server.wait_for_log(rf'pid {first}\) was killed by SIGKILL; replacing it', start=mark)
+        (second,) = server.wait_booted(1, start=mark)
+        assert second != first
+        assert int(get(address, '/pid').body) == second
+
+
+def test_replacements_that_cannot_start_are_retried_with_a_back_off(tmp_path):
+    module = tmp_path / 'flaky.py'
+    good = ('def application(environ, start_response):\n'
+            '    start_response("200 OK", [])\n'
+            '    return [b"back"]\n')
+    module.write_text(good)
+    with ServerProcess(['flaky', '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--chdir', str(tmp_path)]) as server:
+        address = server.address()
+        (first,) = server.wait_booted(1)
+        module.write_text('raise RuntimeError("disk full")\n')
+        mark = server.mark()
+        os.kill(first, signal.SIGKILL)
+        server.wait_for_log(r'next try in 0\.5s', start=mark)
+        server.wait_for_log(r'next try in 1s', start=mark)        # it doubles
+        assert 'disk full' in server.log and server.proc.poll() is None
+        module.write_text(good + '\n')
+        server.wait_booted(1, start=mark)
+        assert get(address).body == b'back'
+
+
+def test_max_requests_recycles_workers():
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--max-requests', '3']) as server:
+        address = server.address()
+        server.wait_booted(1)
+        pids = [int(get(address, '/pid').body) for _ in range(7)]
+        assert pids[0] == pids[1] == pids[2]
+        assert pids[3] == pids[4] == pids[5] != pids[0]
+        assert pids[6] not in pids[:6]
+        server.wait_for_log(r'exited after 3 requests \(--max-requests\); replacing it')
+
+
+def test_timeout_replaces_a_worker_stuck_in_a_request():
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--timeout', '1']) as server:
+        address = server.address()
+        (stuck,) = server.wait_booted(1)
+        began = time.monotonic()
+        with pytest.raises(ConnectionError):
+            get(address, '/slow', query='60', timeout=15)
+        assert time.monotonic() - began < 6
+        server.wait_for_log(rf'worker 1 \(pid {stuck}\): a request has run for .*longer than '
+                            r'--timeout 1s')
+        reply = get(address, '/pid')
+        assert reply.status == 200 and int(reply.body) != stuck
+
+
+def test_workers_stop_when_the_arbiter_is_killed():
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '2']) as server:
+        pids = server.wait_booted(2)
+        server.proc.kill()
+        server.proc.wait(5)
+        for pid in pids:
+            wait_until(lambda: not pid_alive(pid), timeout=10, message=f'orphan {pid} to exit')
+        assert 'the arbiter is gone' in server.log
+
+
+def test_threads_serve_requests_side_by_side():
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--threads', '4']) as server:
+        address = server.address()
+        server.wait_booted(1)
+        began = time.monotonic()
+        replies = [_in_background(get, address, '/slow', query='1') for _ in range(4)]
+        assert {r().status for r in replies} == {200}
+        assert time.monotonic() - began < 3.5
+
+
+# ---------------------------------------------------------------------------
+# Without an arbiter
+# ---------------------------------------------------------------------------
+
+def test_workers_0_serves_in_the_process_itself(tmp_path):
+    path = str(tmp_path / 'single.sock')
+    with ServerProcess([APP, '--bind', 'unix:' + path, '--workers', '0']) as server:
+        server.wait_for_log('serving in this process')
+        assert int(get(path, '/pid').body) == server.proc.pid
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+        assert 'arbiter' not in server.log
+    assert not os.path.exists(path)
+
+
+# ---------------------------------------------------------------------------
+# The flup-style API
+# ---------------------------------------------------------------------------
+
+FLUP_PROGRAM = '''\
+import sys
+from gateway.handlers.fastcgi import compat
+
+def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [('%s %s' % (environ.get('DEPLOYMENT'), environ['PATH_INFO'])).encode()]
+
+server = compat.WSGIServer(application, bindAddress=sys.argv[1], environ={'DEPLOYMENT': 'prod'},
+                           maxChildren=2, maxSpare=5, minSpare=1, maxRequests=100)
+print('run returned', server.run(), flush=True)
+'''
+
+
+def _flup_program(path, *args):
+    return subprocess.Popen([sys.executable, '-c', FLUP_PROGRAM, path, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=server_env(),
+                            cwd=TESTS, start_new_session=True)
+
+
+@pytest.mark.parametrize('sig, returned', [(signal.SIGHUP, b'True'), (signal.SIGTERM, b'False')])
+def test_flup_style_server_runs_until_a_signal(tmp_path, sig, returned):
+    path = str(tmp_path / 'flup.sock')
+    program = _flup_program(path)
+    try:
+        wait_until(lambda: os.path.exists(path) or program.poll() is not None,
+                   message='the socket')
+        reply = wait_until(lambda: _try_get(path), message='a first answer')
+        assert reply.body == b'prod /'
+        program.send_signal(sig)
+        out, err = program.communicate(timeout=15)
+        assert out.strip() == b'run returned ' + returned, err
+        assert err.count(b'booted') == 2            # maxChildren=2 -> two workers
+        assert not os.path.exists(path)
+    finally:
+        if program.poll() is None:
+            os.killpg(program.pid, signal.SIGKILL)
+            program.wait()
+
+
+def _try_get(path):
+    try:
+        return get(path, timeout=5)
+    except OSError:
+        return None
+
+
+def test_flup_arguments_map_onto_settings():
+    app = lambda environ, start_response: []        # noqa: E731
+    threaded = WSGIServer(app, bindAddress=('127.0.0.1', 9000), maxThreads=16)
+    assert (threaded.config.workers, threaded.config.threads) == (1, 16)
+    assert threaded.config.binds == ['127.0.0.1:9000']
+    assert threaded.config.timeout == 0
+    forked = WSGIServer(app, bindAddress='/run/x.sock', umask=0o007, maxChildren=3,
+                        maxRequests=50, timeout=20, multiplexed=True, debug=True)
+    assert (forked.config.workers, forked.config.threads) == (3, 1)
+    assert forked.config.max_requests == 50 and forked.config.timeout == 20
+    assert forked.config.binds == ['unix:/run/x.sock'] and forked.config.unix_mode == 0o770
+    assert WSGIServer(app, bindAddress=('::1', 9000)).config.binds == ['[::1]:9000']
+    assert WSGIServer(app, multithreaded=False).config.threads == 1
+    assert WSGIServer(app, workers=4).config.workers == 4
+    with pytest.raises(TypeError, match='maxChilren'):
+        WSGIServer(app, maxChilren=3)
+
+
+def test_flup_style_server_answers_as_cgi_when_stdin_is_not_a_socket():
+    program = '''\
+from gateway.handlers.fastcgi.compat import WSGIServer
+def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'as CGI: ' + environ['PATH_INFO'].encode()]
+print(WSGIServer(application).run())
+'''
+    env = server_env(GATEWAY_INTERFACE='CGI/1.1', REQUEST_METHOD='GET', PATH_INFO='/cgi',
+                     SERVER_NAME='localhost', SERVER_PORT='80', SERVER_PROTOCOL='HTTP/1.1')
+    done = subprocess.run([sys.executable, '-c', program], stdin=subprocess.DEVNULL,
+                          capture_output=True, env=env, timeout=15)
+    assert done.returncode == 0, done.stderr
+    assert b'Status: 200 OK' in done.stdout and b'as CGI: /cgi' in done.stdout
+
+
+def test_serve_in_process_api(tmp_path):
+    """serve() on a Config, in a child, as an embedding program would."""
+    program = textwrap.dedent('''\
+        import sys
+        from gateway.handlers.fastcgi.arbiter import serve
+        from gateway.handlers.fastcgi.cli import configure_logging
+        from gateway.handlers.fastcgi.config import Config
+        configure_logging()
+        outcome = serve(Config(app='apps.fcgiapps:router', binds=[sys.argv[1]], workers=1))
+        print('outcome', outcome.status, outcome.signal, flush=True)
+        ''')
+    path = str(tmp_path / 'api.sock')
+    child = subprocess.Popen([sys.executable, '-c', program, 'unix:' + path], cwd=TESTS,
+                             env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
+    try:
+        wait_until(lambda: child.poll() is not None or _try_get(path), message='an answer')
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=15)
+        assert out.strip() == b'outcome 0 %d' % signal.SIGTERM, err
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
