@@ -34,14 +34,11 @@ Serve a WSGI application behind a web server.
 """
 
 
-def _truthy(value):
-    return (value or '').strip().lower() in ('1', 'true', 'yes', 'on')
-
-
 def parse_cgi_args(args, environ):
     """Return (app_spec, iis, directory) from the command line and environment."""
     spec = environ.get('GATEWAY_APP')
-    iis = _truthy(environ.get('GATEWAY_IIS'))
+    from .apploader import env_flag
+    iis = env_flag('GATEWAY_IIS', environ)
     directory = environ.get('GATEWAY_CHDIR') or None
     args = list(args)
     while args:

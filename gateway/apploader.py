@@ -3,11 +3,17 @@
 import os
 import sys
 
-__all__ = ['AppLoadError', 'load_app']
+__all__ = ['AppLoadError', 'load_app', 'env_flag']
 
 
 class AppLoadError(Exception):
     """The application could not be found or imported; the message says why."""
+
+
+def env_flag(name, environ=None):
+    """Whether the environment variable *name* is set to a true value."""
+    value = (os.environ if environ is None else environ).get(name) or ''
+    return value.strip().lower() in ('1', 'true', 'yes', 'on')
 
 
 def _is_dotted_name(text):

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from conftest import unavailable
+
 from fcgi_client import ServerProcess, cgi_params, get, read_until_end_request, server_env
 from gateway.handlers.fastcgi import listeners as L
 from gateway.handlers.fastcgi import protocol as p
@@ -358,10 +360,28 @@ def test_connected_socket_on_fd_0_is_served_in_process_iis_style():
         assert server.wait() == 0
 
 
+@pytest.mark.parametrize('how', ['flag', 'variable'])
+def test_iis_path_info_fixed_on_the_stdin_transport(how):
+    ours, theirs = socket.socketpair()
+    app = 'apps.fcgiapps:path_info'
+    args, env = ([app, '--iis'], {}) if how == 'flag' else ([app], {'GATEWAY_IIS': '1'})
+    with ServerProcess(args, stdin=theirs.fileno(), env=server_env(**env)) as server:
+        theirs.close()
+        ours.settimeout(10)
+        for path, expected in (('/app.py/x/y', b'/x/y'), ('/app.py', b''), ('/other', b'/other')):
+            params = cgi_params('/path', SCRIPT_NAME='/app.py', PATH_INFO=path)
+            ours.sendall(p.encode_begin_request(1, keep_conn=True)
+                         + p.encode_params(1, params) + p.encode_stdin(1, b''))
+            response = read_until_end_request(ours)
+            assert (response.status, response.body) == (200, expected)
+        ours.close()
+        assert server.wait() == 0
+
+
 def test_cgi_fcgi_as_an_independent_client():
     cgi_fcgi = shutil.which('cgi-fcgi')
     if cgi_fcgi is None:
-        pytest.skip('cgi-fcgi (Debian package libfcgi-bin) is not installed')
+        unavailable('cgi-fcgi (Debian package libfcgi-bin) is not installed; scripts/test installs it')
     with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1']) as server:
         host, port = server.address()
         env = {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), 'REQUEST_METHOD': 'POST',

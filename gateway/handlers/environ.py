@@ -9,7 +9,8 @@ process environment (httpoxy).
 import os
 import sys
 
-__all__ = ['read_environ', 'transcode_environ', 'iis_path_info', 'drop_unsafe_variables']
+__all__ = ['read_environ', 'transcode_environ', 'iis_path_info', 'with_iis_path_info',
+           'drop_unsafe_variables']
 
 # Variables whose values come from the request, and so are bytes the server
 # put in the environment. wsgiref's list, plus the URI and path variables
@@ -88,6 +89,16 @@ def iis_path_info(environ):
     if (path + '/').startswith(script + '/'):
         return path[len(script):]
     return path
+
+
+def with_iis_path_info(app):
+    """Wrap *app* so it sees the PATH_INFO IIS meant: IISCGIHandler's fix-up
+    for servers other than CGI (the FastCGI server run by IIS)."""
+    def application(environ, start_response):
+        environ['PATH_INFO'] = iis_path_info(environ)
+        return app(environ, start_response)
+    application.__wrapped__ = app
+    return application
 
 
 def drop_unsafe_variables(environ):

@@ -15,6 +15,11 @@ def hello(environ, start_response):
     return _text(start_response, 'Hello, World!')
 
 
+def path_info(environ, start_response):
+    """PATH_INFO as the application sees it."""
+    return _text(start_response, environ.get('PATH_INFO', ''))
+
+
 def pid(environ, start_response):
     """The worker's pid: which process served the request."""
     return _text(start_response, str(os.getpid()))

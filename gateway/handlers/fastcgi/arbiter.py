@@ -582,9 +582,11 @@ def _stop_when_orphaned(alive_r, worker):
 def load_application(config):
     """The WSGI callable: ``config.application`` if given, else imported
     from ``config.app``."""
-    if config.application is not None:
-        return config.application
-    return load_app(config.app)
+    app = config.application if config.application is not None else load_app(config.app)
+    if config.iis:
+        from ..environ import with_iis_path_info
+        app = with_iis_path_info(app)
+    return app
 
 
 def describe_load_error(config, error):

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from ...apploader import AppLoadError
+from ...apploader import AppLoadError, env_flag
 from . import listeners as transports
 from .config import Config, default_workers
 
@@ -148,6 +148,10 @@ def build_parser():
     add('--chdir', default=os.environ.get('GATEWAY_CHDIR') or None, metavar='DIR',
         help='change to DIR before binding and loading the application; DIR goes first on '
              'sys.path (default: $GATEWAY_CHDIR, else stay)')
+    add('--iis', action='store_true',
+        default=env_flag('GATEWAY_IIS'),
+        help="undo IIS's PATH_INFO, which repeats SCRIPT_NAME when allowPathInfo is off, as "
+             'IISCGIHandler does (default: off; $GATEWAY_IIS=1 turns it on)')
     add('--log-level', default=defaults.log_level, type=str.lower,
         choices=('debug', 'info', 'warning', 'error', 'critical'),
         help='log verbosity, on stderr (default: %(default)s)')
@@ -217,7 +221,7 @@ def main(argv=None):
         max_connections=args.max_connections, read_timeout=args.read_timeout,
         max_params_size=args.max_params_size, fcgi_stderr=args.fcgi_stderr,
         web_server_addrs=args.web_server_addrs, unix_mode=args.unix_mode,
-        unix_group=args.unix_group, chdir=args.chdir, log_level=args.log_level)
+        unix_group=args.unix_group, chdir=args.chdir, log_level=args.log_level, iis=args.iis)
     if config.workers and config.binds and not hasattr(os, 'fork'):
         return _fail(2, 'this system cannot fork workers: use --workers 0, or run under IIS '
                         '(no --bind: the connection on stdin)')

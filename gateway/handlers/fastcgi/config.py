@@ -38,6 +38,7 @@ class Config:
         self.unix_mode = None           # permission bits for unix sockets (int)
         self.unix_group = None          # group name or id for unix sockets
         self.chdir = None
+        self.iis = False                # undo IIS's PATH_INFO (allowPathInfo off), as IISCGIHandler
         self.log_level = 'info'
         for name, value in settings.items():
             if not hasattr(self, name):
