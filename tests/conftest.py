@@ -1,5 +1,6 @@
 import os
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, 'tests')
@@ -19,3 +20,17 @@ def unavailable(reason, environ=os.environ):
     if in_ci(environ):
         pytest.fail(f'{reason} (CI=true: this must not be skipped)', pytrace=False)
     pytest.skip(reason)
+
+
+def wait_until(condition, timeout=10.0, what='the condition', interval=0.02):
+    """Poll *condition* until it returns something true, and return that.
+    *what* (a string, or a function giving one) says what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f'timed out after {timeout:g}s waiting for '
+                                 f'{what() if callable(what) else what}')
+        time.sleep(interval)

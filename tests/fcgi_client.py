@@ -17,10 +17,8 @@ import threading
 import time
 from typing import NamedTuple
 
+from conftest import REPO, TESTS, wait_until  # noqa: F401 (re-exported)
 from gateway.handlers.fastcgi import protocol as p
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.join(REPO, 'tests')
 
 
 # ---------------------------------------------------------------------------
@@ -137,20 +135,6 @@ def get(target, path='/', query='', timeout=10.0, **extra):
 # The server, as a real process
 # ---------------------------------------------------------------------------
 
-def wait_until(condition, timeout=10.0, interval=0.02, message='condition'):
-    """Poll *condition* until it returns something true; return that.
-    *message* (a string, or a function giving one) says what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f'timed out after {timeout}s waiting for '
-                                 f'{message() if callable(message) else message}')
-        time.sleep(interval)
-
-
 def server_env(**extra):
     """The environment a server process runs with: the package and the
     test apps importable, no stale bytecode when a test rewrites an app."""
@@ -249,7 +233,7 @@ class ServerProcess:
                 self._reader.join(5)
                 raise AssertionError(f'the server exited ({self.proc.returncode}); log:\n{self.log}')
             return pids[:count] if len(pids) >= count else None
-        return wait_until(booted, timeout, message=lambda: f'{count} workers booted; log:\n{self.log}')
+        return wait_until(booted, timeout, what=lambda: f'{count} workers booted; log:\n{self.log}')
 
     def send_signal(self, sig):
         self.proc.send_signal(sig)

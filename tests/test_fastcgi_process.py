@@ -137,7 +137,7 @@ def test_sighup_replaces_every_worker_and_loads_new_code(tmp_path):
                 bodies.add(reply.body)
         stop = threading.Event()
         asking = _in_background(keep_asking, stop)
-        wait_until(lambda: len(statuses) > 10, message='requests before the reload')
+        wait_until(lambda: len(statuses) > 10, what='requests before the reload')
         server.send_signal(signal.SIGHUP)
         server.wait_for_log('reload complete', timeout=20, start=mark)
         stop.set()
@@ -147,7 +147,7 @@ def test_sighup_replaces_every_worker_and_loads_new_code(tmp_path):
         assert len(new_pids) == 2 and not new_pids & old_pids
         assert statuses and set(statuses) == {200}, 'a request failed during the reload'
         for pid in old_pids:
-            wait_until(lambda: not pid_alive(pid), message=f'old worker {pid} to exit')
+            wait_until(lambda: not pid_alive(pid), what=f'old worker {pid} to exit')
         after = {get(address).body for _ in range(6)}
         assert all(body.startswith(b'two, longer ') for body in after)
         assert {int(body.split()[-1]) for body in after} <= new_pids
@@ -239,7 +239,7 @@ def test_workers_stop_when_the_arbiter_is_killed():
         server.proc.kill()
         server.proc.wait(5)
         for pid in pids:
-            wait_until(lambda: not pid_alive(pid), timeout=10, message=f'orphan {pid} to exit')
+            wait_until(lambda: not pid_alive(pid), timeout=10, what=f'orphan {pid} to exit')
         assert 'the arbiter is gone' in server.log
 
 
@@ -299,8 +299,8 @@ def test_flup_style_server_runs_until_a_signal(tmp_path, sig, returned):
     program = _flup_program(path)
     try:
         wait_until(lambda: os.path.exists(path) or program.poll() is not None,
-                   message='the socket')
-        reply = wait_until(lambda: _try_get(path), message='a first answer')
+                   what='the socket')
+        reply = wait_until(lambda: _try_get(path), what='a first answer')
         assert reply.body == b'prod /'
         program.send_signal(sig)
         out, err = program.communicate(timeout=15)
@@ -370,7 +370,7 @@ def test_serve_in_process_api(tmp_path):
                              env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              start_new_session=True)
     try:
-        wait_until(lambda: child.poll() is not None or _try_get(path), message='an answer')
+        wait_until(lambda: child.poll() is not None or _try_get(path), what='an answer')
         child.send_signal(signal.SIGTERM)
         out, err = child.communicate(timeout=15)
         assert out.strip() == b'outcome 0 %d' % signal.SIGTERM, err

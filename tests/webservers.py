@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 
-from conftest import REPO
+from conftest import REPO, wait_until  # noqa: F401 (re-exported for front tests)
 
 APACHE_MODULES = '/usr/lib/apache2/modules'
 
@@ -22,15 +22,6 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
-
-
-def wait_until(condition, timeout=20.0, what='the condition'):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f'{what} did not happen within {timeout:g}s')
 
 
 def port_open(port, host='127.0.0.1'):
