@@ -1,0 +1,1 @@
+"""IIS-style fronts and IIS configuration readers for the tests."""
