@@ -9,7 +9,7 @@ import os
 import sys
 
 USAGE = """\
-usage: gateway cgi [--iis] [--chdir DIR] [MODULE:CALLABLE]
+usage: gateway cgi [--iis] [--chdir DIR] [--log-file FILE] [MODULE:CALLABLE]
        gateway fastcgi MODULE:CALLABLE [options]   (see: gateway fastcgi --help)
        python -m gateway ...
 
@@ -24,6 +24,12 @@ Serve a WSGI application behind a web server.
               --iis        use IISCGIHandler, which undoes IIS's PATH_INFO
                            (also GATEWAY_IIS=1)
               --chdir DIR  import the application from DIR (also GATEWAY_CHDIR)
+              --log-file FILE
+                           append wsgi.errors and the gateway's messages to FILE
+                           (also GATEWAY_LOG) instead of stderr, the web
+                           server's error log; with --iis, where IIS would
+                           read stderr as part of the response, messages go
+                           only to FILE, else nowhere
             MODULE:NAME may name a dotted attribute, or NAME() to call a factory;
             MODULE alone means MODULE:application, else MODULE:app.
             A missing or broken application is reported on stderr (the web
@@ -34,13 +40,28 @@ Serve a WSGI application behind a web server.
 """
 
 
+def _isindex_words(environ):
+    """The words RFC 3875 4.4 has a server add to a CGI command line for a
+    query with no "=" (IIS does): they are the request's, not options."""
+    query = environ.get('QUERY_STRING', '')
+    if 'GATEWAY_INTERFACE' not in environ or not query or '=' in query:
+        return []
+    from urllib.parse import unquote_plus
+    return [unquote_plus(word) for word in query.split('+')]
+
+
 def parse_cgi_args(args, environ):
-    """Return (app_spec, iis, directory) from the command line and environment."""
+    """Return (app_spec, iis, directory, log_file) from the command line and
+    environment."""
     spec = environ.get('GATEWAY_APP')
     from .apploader import env_flag
     iis = env_flag('GATEWAY_IIS', environ)
     directory = environ.get('GATEWAY_CHDIR') or None
+    log_file = environ.get('GATEWAY_LOG') or None
     args = list(args)
+    words = _isindex_words(environ)
+    if words and args[-len(words):] == words:
+        del args[-len(words):]
     while args:
         arg = args.pop(0)
         if arg == '--iis':
@@ -52,32 +73,58 @@ def parse_cgi_args(args, environ):
                 directory = args.pop(0)
             else:
                 raise SystemExit("gateway cgi: --chdir needs a directory")
+        elif arg == '--log-file' or arg.startswith('--log-file='):
+            if '=' in arg:
+                log_file = arg.split('=', 1)[1]
+            elif args:
+                log_file = args.pop(0)
+            else:
+                raise SystemExit("gateway cgi: --log-file needs a file name")
         elif arg.startswith('-'):
             raise SystemExit(f"gateway cgi: unknown option {arg!r}\n\n{USAGE}")
         elif args:
             raise SystemExit(f"gateway cgi: unexpected argument {args[0]!r}\n\n{USAGE}")
         else:
             spec = arg
-    return spec, iis, directory
+    return spec, iis, directory, log_file
 
 
-def run_cgi(spec, iis=False, directory=None):
+def _log_stream(log_file, iis):
+    """Where the application's wsgi.errors and the gateway's messages go.
+
+    stderr (the web server's error log) by default; IIS reads a CGI
+    program's stderr as part of its response, so there the messages go to
+    the --log-file, or nowhere when none is given.
+    """
+    if log_file:
+        try:
+            return open(log_file, 'a', encoding='utf-8', errors='backslashreplace')
+        except OSError as error:
+            if not iis:
+                sys.stderr.write(f"gateway: cannot open the log file: {error}\n")
+    if iis:
+        return open(os.devnull, 'w')
+    return sys.stderr
+
+
+def run_cgi(spec, iis=False, directory=None, log_file=None):
     """Answer the CGI request in this process's environment with the app *spec*."""
     from .handlers import CGIHandler, IISCGIHandler
 
     handler = IISCGIHandler() if iis else CGIHandler()
+    log = handler.stderr = _log_stream(log_file, iis)
     from .apploader import AppLoadError, load_app
     try:
         if directory:
             os.chdir(directory)
         app = load_app(spec)
     except (AppLoadError, OSError) as error:
-        sys.stderr.write(f"gateway: cannot load the WSGI application: {error}\n")
+        log.write(f"gateway: cannot load the WSGI application: {error}\n")
         cause = error.__cause__
         if cause is not None and not isinstance(cause, ModuleNotFoundError):
             import traceback
-            traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
-        sys.stderr.flush()
+            traceback.print_exception(type(cause), cause, cause.__traceback__, file=log)
+        log.flush()
 
         def app(environ, start_response):
             start_response(handler.error_status, handler.error_headers[:])

@@ -119,3 +119,24 @@ def test_console_script_answers_as_cgi_with_no_arguments():
     proc = subprocess.run([gateway_program()], env=env, capture_output=True, timeout=30,
                           cwd=os.path.join(REPO, 'tests'))
     assert split_cgi_response(proc.stdout)[2] == b'app /app|/z', proc.stderr
+
+
+def test_log_file_takes_the_traceback_and_stderr_stays_empty(tmp_path):
+    log = tmp_path / 'gateway.log'
+    out, err, rc = run_gateway_cgi(cgi_env({'PATH_INFO': '/x'}),
+                                   args=('--log-file', str(log), 'wsgi_apps:error_before_start'))
+    assert split_cgi_response(out)[0] == '500 Internal Server Error'
+    assert err == '' and 'RuntimeError: boom before start_response' in log.read_text()
+
+
+def test_iis_mode_never_writes_to_stderr():
+    env = cgi_env({'GATEWAY_APP': 'no_such_module:app'})
+    out, err, rc = run_gateway_cgi(env, args=('--iis',))
+    assert split_cgi_response(out)[0] == '500 Internal Server Error' and err == ''
+
+
+def test_isindex_query_words_on_the_command_line_are_not_options():
+    # RFC 3875 4.4: a query without "=" may be passed as command-line words.
+    env = cgi_env({'QUERY_STRING': 'hello+--bogus+w%6Frld'})
+    out, err, rc = run_gateway_cgi(env, args=('apps.cliapps:app', 'hello', '--bogus', 'world'))
+    assert (rc, err) == (0, '') and split_cgi_response(out)[2] == b'app /app|/'

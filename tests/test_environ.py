@@ -175,3 +175,19 @@ def test_non_numeric_content_length_is_a_500_with_a_log_line():
     out, err, rc = run_cgi_code(code, cgi_env({'REQUEST_METHOD': 'POST', 'CONTENT_LENGTH': 'ten'}))
     assert split_cgi_response(out)[0] == '500 Internal Server Error'
     assert "CONTENT_LENGTH is not a non-negative integer: 'ten'" in err
+
+
+def test_content_headers_only_as_cgi_variables():
+    import io
+    from gateway.handlers import BaseCGIHandler
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        start_response('200 OK', [])
+        return []
+    BaseCGIHandler(io.BytesIO(), io.BytesIO(), io.StringIO(),
+                   {'CONTENT_TYPE': 'text/plain', 'HTTP_CONTENT_TYPE': 'text/plain',
+                    'HTTP_CONTENT_LENGTH': '0', 'CONTENT_LENGTH': '0'}).run(app)
+    assert seen['CONTENT_TYPE'] == 'text/plain' and seen['CONTENT_LENGTH'] == '0'
+    assert 'HTTP_CONTENT_TYPE' not in seen and 'HTTP_CONTENT_LENGTH' not in seen

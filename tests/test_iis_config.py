@@ -86,7 +86,7 @@ def test_cgi_command_selects_iis_cgi_handler():
     rest = webconfig.gateway_args(webconfig.cgi_command(cgi_handler()['scriptProcessor']))
     assert rest[0] == 'cgi'
     # IIS passes no per-mapping environment to a CGI program: all on the command line.
-    spec, iis, directory = parse_cgi_args(rest[1:], {})
+    spec, iis, directory, log_file = parse_cgi_args(rest[1:], {})
     assert iis is True
     assert spec == 'myproject.wsgi:application'
     assert directory == 'C:\\inetpub\\gateway\\app'

@@ -179,11 +179,9 @@ class IISContract(FrontContract):
         env = environ_of(front, '/wild/env/x')
         assert (env['SCRIPT_NAME'], env['PATH_INFO']) == ('/wild', '/env/x')
 
-    @pytest.mark.xfail(strict=True, reason=(
-        'gateway: IIS passes every request header as HTTP_*, Content-Type and '
-        'Content-Length included; the gateway keeps HTTP_CONTENT_TYPE and '
-        'HTTP_CONTENT_LENGTH, which wsgiref.validate and gateway.validate reject'))
     def test_content_headers_are_only_cgi_variables(self, front):
+        # IIS passes every request header as HTTP_*, Content-Type and
+        # Content-Length included; PEP 3333 wants them only as CONTENT_*.
         env = environ_of(front, '/app/env', **{'Content-Type': 'text/plain'})
         assert env['CONTENT_TYPE'] == 'text/plain'
         assert 'HTTP_CONTENT_TYPE' not in env and 'HTTP_CONTENT_LENGTH' not in env
@@ -195,11 +193,9 @@ class TestIISCGI(IISContract):
     def front(self, cgi_front):
         return cgi_front
 
-    @pytest.mark.xfail(strict=True, reason=(
-        'gateway: IIS reads a CGI program\'s stderr as part of its output (KB 150835: a '
-        'Perl error message shown as "the headers it did return"); the gateway writes the '
-        'traceback to stderr before the 500 headers, so IIS answers 502.2'))
     def test_app_error_is_a_plain_500(self, front):
+        # IIS reads a CGI program's stderr as part of its output (KB 150835), so
+        # under --iis the traceback goes to --log-file (or nowhere), never stderr.
         super().test_app_error_is_a_plain_500(front)
 
     def test_cgi_variables(self, front):

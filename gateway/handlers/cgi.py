@@ -143,8 +143,7 @@ class CGIHandler(BaseCGIHandler):
     def request_environ():
         # httpoxy: also out of os.environ, which the app's HTTP clients and
         # any process it starts read.
-        for name in ('HTTP_PROXY',):
-            os.environ.pop(name, None)
+        os.environ.pop('HTTP_PROXY', None)
         return read_environ()
 
     def get_stdin(self):

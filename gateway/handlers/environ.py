@@ -24,7 +24,9 @@ _REQUEST_VARIABLES = frozenset({
 
 # httpoxy (CVE-2016-5385): a "Proxy:" request header arrives as HTTP_PROXY,
 # the name HTTP client libraries read their outbound proxy from.
-UNSAFE_VARIABLES = ('HTTP_PROXY',)
+# PEP 3333 (and RFC 3875): the body's type and length are CONTENT_TYPE and
+# CONTENT_LENGTH only; IIS also passes the headers as HTTP_CONTENT_*.
+UNSAFE_VARIABLES = ('HTTP_PROXY', 'HTTP_CONTENT_TYPE', 'HTTP_CONTENT_LENGTH')
 
 
 def _needs_transcode(name):
