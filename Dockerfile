@@ -5,9 +5,13 @@
 #   docker build --target apache -t gateway-apache .  # Apache mod_cgid/proxy_fcgi/fcgid (port 8080)
 #   docker build --target base   -t gateway-base .    # python3 + the gateway package
 #
-# Everything runs as an unprivileged user. The base image is the official
-# debian:bookworm-slim; where no registry can be reached, scripts/build-base-image
-# builds an equivalent image locally under the same name.
+# Each web-server image serves the application at /app through the front
+# GATEWAY_FRONT names (nginx-cgi, nginx-fastcgi; apache-cgi, apache-proxy-fcgi,
+# apache-fcgid); docker-compose.yml runs them together. Everything runs as an
+# unprivileged user, on a read-only root file system if wanted (tmpfs on /run
+# and /tmp). The base image is the official debian:bookworm-slim; where no
+# registry can be reached, scripts/build-base-image builds an equivalent image
+# locally under the same name.
 #
 # Layer order keeps rebuilds cheap: the Debian packages of every image are
 # installed before the gateway package is copied in, so editing the Python
@@ -29,8 +33,12 @@ ENV LANG=C.UTF-8 \
 # puts it on the path of every python3 process, CGI scripts included (a web
 # server passes them no PYTHONPATH); the "gateway" command is the script pip
 # would have generated. The web servers' user (www-data) is in the
-# gateway group, so a unix socket shared through a volume can be group-owned
-# (USER names no group below: with one, Docker drops supplementary groups).
+# gateway group, so a unix socket shared through a volume mounted on
+# /run/gateway can be group-owned and closed to everyone else (USER names no
+# group below: with one, Docker drops supplementary groups). An empty volume
+# takes the owner and mode of the directory it is mounted on: the group may
+# reach the socket but not write in the directory, which is the server's
+# working directory and so on its sys.path.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/* \
@@ -38,7 +46,7 @@ RUN apt-get update \
     && useradd --uid 10001 --gid gateway --home-dir /nonexistent \
         --no-create-home --shell /usr/sbin/nologin gateway \
     && usermod --append --groups gateway www-data \
-    && install -d -o gateway -g gateway -m 2775 /run/gateway \
+    && install -d -o gateway -g gateway -m 2750 /run/gateway \
     && echo /opt/gateway \
         > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/gateway.pth" \
     && printf '%s\n' '#!/usr/bin/python3' 'import sys' 'from gateway.__main__ import main' \
@@ -61,6 +69,8 @@ WORKDIR /run/gateway
 CMD ["python3", "-c", "import gateway; print(gateway.__file__)"]
 
 # --- app: the FastCGI server --------------------------------------------------
+# Listens on TCP port 9000; docker-compose.yml runs it on a unix socket instead
+# (gateway fastcgi --bind unix:/run/gateway/fastcgi.sock --unix-mode 660).
 FROM base AS app
 EXPOSE 9000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
@@ -83,14 +93,18 @@ RUN apt-get update \
     && ln -s /dev/stderr /var/log/nginx/error.log \
     && ln -s /dev/stdout /var/log/nginx/access.log
 COPY nginx/nginx.conf /etc/nginx/nginx.conf
-COPY nginx/default.conf /etc/nginx/conf.d/default.conf
+COPY nginx/app-fastcgi.conf nginx/fastcgi-site.conf nginx/cgi-site.conf nginx/health.conf \
+    /etc/nginx/gateway/
 COPY nginx/entrypoint.sh /usr/local/bin/gateway-nginx
-# The configuration test creates the pid file and temp directories as root:
-# remove them, the unprivileged nginx creates its own.
+# The configuration tests run as root and leave the pid file, temporary
+# directories and the chosen site in /tmp/nginx: remove them, the
+# unprivileged nginx creates its own.
 RUN chmod 0755 /usr/local/bin/gateway-nginx \
-    && nginx -t -q \
-    && rm -rf /tmp/nginx*
+    && for front in nginx-cgi nginx-fastcgi; do \
+        GATEWAY_FRONT=$front gateway-nginx -t -q || exit 1; done \
+    && rm -rf /tmp/nginx
 COPY --from=package /opt/gateway /opt/gateway
+ENV GATEWAY_FRONT=nginx-cgi
 USER www-data
 WORKDIR /tmp
 CMD ["gateway-nginx"]
@@ -112,11 +126,14 @@ RUN apt-get update \
     && ln -s /dev/stderr /var/log/apache2/error.log \
     && ln -s /dev/stdout /var/log/apache2/access.log
 COPY apache/gateway.conf /etc/apache2/sites-available/gateway.conf
+COPY apache/cgi.conf apache/proxy-fcgi.conf apache/fcgid.conf /etc/apache2/gateway/
 COPY apache/entrypoint.sh /usr/local/bin/gateway-apache
 RUN chmod 0755 /usr/local/bin/gateway-apache \
     && a2ensite gateway \
-    && gateway-apache -t
+    && for front in apache-cgi apache-proxy-fcgi apache-fcgid; do \
+        GATEWAY_FRONT=$front gateway-apache -t || exit 1; done
 COPY --from=package /opt/gateway /opt/gateway
+ENV GATEWAY_FRONT=apache-cgi
 USER www-data
 WORKDIR /tmp
 CMD ["gateway-apache"]

@@ -1,20 +1,67 @@
 #!/bin/sh
-# Start fcgiwrap (CGI for nginx) on a unix socket, then run nginx in the
-# foreground as this container's main process. Runs unprivileged.
+# Run nginx in the foreground, unprivileged, as this container's main process,
+# serving the application at /app one of two ways:
+#
+#   GATEWAY_FRONT=nginx-cgi      (default) the gateway as a CGI program, run by
+#                                fcgiwrap (started here) for every request
+#   GATEWAY_FRONT=nginx-fastcgi  the gateway's FastCGI server, in another
+#                                container, at GATEWAY_FASTCGI
+#
+#   GATEWAY_FASTCGI  the FastCGI server's address as nginx writes it:
+#                    unix:PATH or HOST:PORT (default: fastcgi-site.conf's,
+#                    unix:/run/gateway/fastcgi.sock)
+#   FCGIWRAP_CHILDREN  CGI requests served at once (default 4)
+#
+# Arguments are passed to nginx; with -t or -T only the configuration is
+# checked.
 set -eu
 
-socket=${FCGIWRAP_SOCKET:-/tmp/fcgiwrap.sock}
-mkdir -p "${socket%/*}"
-rm -f "$socket"
-fcgiwrap -s "unix:$socket" -c "${FCGIWRAP_CHILDREN:-2}" &
+sites=/etc/nginx/gateway
+run=/tmp/nginx
+front=${GATEWAY_FRONT:-nginx-cgi}
 
-# nginx may take requests at once: wait (up to 5 s) for the socket to appear.
-i=0
-while [ ! -S "$socket" ] && [ "$i" -lt 50 ]; do
-    kill -0 "$!" 2>/dev/null || { echo "gateway-nginx: fcgiwrap exited" >&2; exit 1; }
-    sleep 0.1
-    i=$((i + 1))
+die() {
+    echo "gateway-nginx: $*" >&2
+    exit 2
+}
+
+case $front in
+    nginx-cgi) site=$sites/cgi-site.conf ;;
+    nginx-fastcgi) site=$sites/fastcgi-site.conf ;;
+    *) die "GATEWAY_FRONT=$front: expected nginx-cgi or nginx-fastcgi" ;;
+esac
+
+# The site goes where nginx.conf includes it, with GATEWAY_FASTCGI as the
+# address of the upstream's server.
+mkdir -p "$run"
+address=${GATEWAY_FASTCGI:-}
+case $address in
+    *[!A-Za-z0-9._:/\[\]-]*) die "GATEWAY_FASTCGI=$address: expected unix:PATH or HOST:PORT" ;;
+esac
+if [ -n "$address" ]; then
+    sed "/^upstream gateway_fastcgi/,/}/ s|^\([[:space:]]*server[[:space:]]\{1,\}\)[^;[:space:]]*|\1$address|" \
+        "$site" > "$run/site.conf"
+else
+    cp "$site" "$run/site.conf"
+fi
+
+for argument in "$@"; do
+    case $argument in -t|-T) exec nginx -e stderr "$@" ;; esac
 done
-[ -S "$socket" ] || { echo "gateway-nginx: fcgiwrap did not create $socket" >&2; exit 1; }
+
+if [ "$front" = nginx-cgi ]; then
+    socket=/tmp/fcgiwrap.sock
+    rm -f "$socket"
+    # -p: fcgiwrap runs the gateway and no other program.
+    fcgiwrap -s "unix:$socket" -c "${FCGIWRAP_CHILDREN:-4}" -p "$GATEWAY_CGI" &
+    # nginx may take requests at once: wait (up to 5 s) for the socket.
+    i=0
+    while [ ! -S "$socket" ] && [ "$i" -lt 50 ]; do
+        kill -0 "$!" 2>/dev/null || die "fcgiwrap exited"
+        sleep 0.1
+        i=$((i + 1))
+    done
+    [ -S "$socket" ] || die "fcgiwrap did not create $socket"
+fi
 
 exec nginx -e stderr "$@"

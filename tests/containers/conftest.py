@@ -7,7 +7,11 @@ variable is true: CI must never pass by skipping them (see ``no_engine``).
 The images are built from the Dockerfile targets. Their base image,
 debian:bookworm-slim, is pulled when a registry can be reached and otherwise
 built locally by scripts/build-base-image. Built images are kept (so the next
-run reuses the build cache); every container a test starts is removed.
+run reuses the build cache); every container, network and volume a test
+creates is removed. Ports are published on 127.0.0.1 only.
+
+Containers of the appliance run as docker-compose.yml runs them (LOCKED_DOWN,
+TMPFS): read-only root file system, tmpfs on /run and /tmp, no capabilities.
 
 Environment:
   GATEWAY_TEST_IMAGE_PREFIX  name prefix of the built images (gateway-test)
@@ -20,6 +24,7 @@ import socket
 import struct
 import subprocess
 import time
+import uuid
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -37,6 +42,20 @@ IMAGE_PREFIX = os.environ.get("GATEWAY_TEST_IMAGE_PREFIX", "gateway-test")
 TARGETS = ("app", "nginx", "apache")
 WEB_TARGETS = ("nginx", "apache")
 HEALTH_PATH = "/healthz"
+LOOPBACK = "127.0.0.1"
+# Where the FastCGI server's socket is shared with the fronts (a volume).
+SOCKET_DIR = "/run/gateway"
+SOCKET = f"{SOCKET_DIR}/fastcgi.sock"
+# The FastCGI server's name on the test network.
+APP_HOST = "app"
+LOCKED_DOWN = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
+# tmpfs mounts (path: mount options) per image; Apache's user creates its run
+# and lock directories in /run.
+TMPFS = {
+    "app": {"/run": "", "/tmp": ""},
+    "nginx": {"/run": "", "/tmp": ""},
+    "apache": {"/run": "uid=33,gid=33", "/tmp": ""},
+}
 FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 1, 3, 4, 5, 6
 FCGI_RESPONDER = 1
 # The CGI environment of a plain "GET /" over FastCGI.
@@ -162,14 +181,28 @@ def gateway_image(base_image):
     return build
 
 
+def unique_name(what):
+    return f"{IMAGE_PREFIX}-{what}-{uuid.uuid4().hex[:12]}"
+
+
 @contextmanager
-def started(image, *, ports=(), **kwargs):
-    """Run a container of ``image``; remove it (and its volumes) on exit."""
+def started(image, *, ports=(), tmpfs=None, **kwargs):
+    """Run a container of ``image``; remove it (and its anonymous volumes) on exit.
+
+    ``ports`` are published on 127.0.0.1, on ports the engine picks (see
+    ``host_port``); ``tmpfs`` maps paths to tmpfs mount options. Other keyword
+    arguments go to testcontainers' DockerContainer (env, command, network,
+    network_aliases, volumes) and from there to docker's containers.create.
+    """
     from testcontainers.core.container import DockerContainer
 
     container = DockerContainer(image, **kwargs)
-    if ports:
-        container.with_exposed_ports(*ports)
+    for port in ports:
+        # docker's form for "this address, any port" (with_bind_ports takes
+        # no address)
+        container.with_exposed_ports(port).ports[str(port)] = (LOOPBACK,)
+    for path, options in (tmpfs or {}).items():
+        container.with_tmpfs_mount(path, options)  # docker's option string
     try:
         container.start()
         yield container
@@ -252,19 +285,11 @@ def server(gateway_image):
 
     def start(target):
         if target not in running:
-            port, ready = SERVES[target]
             container = stack.enter_context(started(
-                gateway_image(target), ports=(port,),
+                gateway_image(target), ports=(SERVES[target][0],),
                 healthcheck={"interval": 1_000_000_000, "start_period": 1_000_000_000},
             ))
-            host, published = host_port(container, target)
-            try:
-                wait_until(lambda: ready(host, published), timeout=60,
-                           what=f"{target} to answer on {host}:{published}")
-            except AssertionError as error:
-                out, err = container.get_logs()
-                raise AssertionError(f"{error}\ncontainer output:\n{(out + err).decode(errors='replace')}")
-            running[target] = container
+            running[target] = wait_serving(container, target)
         return running[target]
 
     with ExitStack() as stack:
@@ -273,4 +298,74 @@ def server(gateway_image):
 
 def host_port(container, target):
     """(host, port) where the test reaches ``target``'s served port."""
-    return container.get_container_host_ip(), int(container.get_exposed_port(SERVES[target][0]))
+    return LOOPBACK, int(container.get_exposed_port(SERVES[target][0]))
+
+
+def logs(container):
+    """Everything the container wrote so far, stdout and stderr."""
+    out, err = container.get_logs()
+    return (out + err).decode(errors="replace")
+
+
+def wait_serving(container, target, timeout=60):
+    """Wait until ``container`` of image ``target`` answers on its published port."""
+    host, port = host_port(container, target)
+    try:
+        wait_until(lambda: SERVES[target][1](host, port), timeout=timeout,
+                   what=f"{target} to answer on {host}:{port}")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\ncontainer output:\n{logs(container)}") from None
+    return container
+
+
+@pytest.fixture(scope="session")
+def docker_network(docker_client):
+    """A docker network of its own, on which containers find each other by name."""
+    from testcontainers.core.network import Network
+
+    network = Network()
+    network.name = unique_name("net")
+    network.create()
+    yield network
+    network.remove()
+
+
+@pytest.fixture(scope="session")
+def socket_volume(docker_client):
+    """The name of a fresh volume for the FastCGI server's socket directory."""
+    volume = docker_client.volumes.create(unique_name("socket"))
+    yield volume.name
+    volume.remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def fastcgi_app(gateway_image, docker_network, socket_volume):
+    """The gateway's FastCGI server (the app image) serving the demo, reachable
+    on the test network as APP_HOST:9000 and through SOCKET in ``socket_volume``
+    (mode 660), run as docker-compose.yml runs it."""
+    command = ["gateway", "fastcgi", "--bind", f"unix:{SOCKET}", "--bind", "0.0.0.0:9000",
+               "--unix-mode", "660"]
+    with started(gateway_image("app"), ports=(9000,), command=command,
+                 network=docker_network, network_aliases=[APP_HOST],
+                 volumes=[(socket_volume, SOCKET_DIR, "rw")],
+                 tmpfs=TMPFS["app"], **LOCKED_DOWN) as container:
+        yield wait_serving(container, "app")
+
+
+# A user's own application, for the mount tests.
+OWN_APP = '''\
+def application(environ, start_response):
+    body = ("hello from %s%s" % (environ["SCRIPT_NAME"], environ.get("PATH_INFO", ""))).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def own_app_directory(tmp_path):
+    """A directory with the module hello (application), readable by the containers' users."""
+    directory = tmp_path / "myapp"
+    directory.mkdir()
+    (directory / "hello.py").write_text(OWN_APP)
+    os.chmod(directory, 0o755)
+    os.chmod(directory / "hello.py", 0o644)
+    return directory

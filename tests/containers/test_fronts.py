@@ -1,0 +1,200 @@
+"""Every front of the appliance, in containers, passes the front contract.
+
+Each front is a web-server container of the nginx or Apache image, told by
+GATEWAY_FRONT how to serve the demo application at /app; the fronts that talk
+to the gateway's FastCGI server share one server container (``fastcgi_app``),
+over TCP or over a unix socket on a shared volume. Containers run locked down,
+as docker-compose.yml runs them.
+"""
+
+import http.client
+import textwrap
+from contextlib import ExitStack
+
+import pytest
+
+from front_contract import FrontContract, environ_of
+from webservers import http_request
+
+from .conftest import (
+    APP_HOST, LOCKED_DOWN, SOCKET, SOCKET_DIR, TMPFS, host_port, logs, own_app_directory, started,
+    wait_serving, wait_until,
+)
+
+pytestmark = pytest.mark.container
+
+# name: (image, GATEWAY_FRONT, how it reaches the FastCGI server: None when it
+# runs the gateway itself, "tcp" or "unix")
+FRONTS = {
+    "nginx-fastcgi-tcp": ("nginx", "nginx-fastcgi", "tcp"),
+    "nginx-fastcgi-unix": ("nginx", "nginx-fastcgi", "unix"),
+    "nginx-cgi": ("nginx", "nginx-cgi", None),
+    "apache-cgi": ("apache", "apache-cgi", None),
+    "apache-proxy-fcgi-tcp": ("apache", "apache-proxy-fcgi", "tcp"),
+    "apache-proxy-fcgi-unix": ("apache", "apache-proxy-fcgi", "unix"),
+    "apache-fcgid": ("apache", "apache-fcgid", None),
+}
+FASTCGI_SERVER_FRONTS = [name for name, (_, _, transport) in FRONTS.items() if transport]
+ERROR_LOG_LINE = "the demo application failed on purpose"
+
+
+class Front:
+    """A front container, published on 127.0.0.1, as FrontContract wants it."""
+
+    def __init__(self, name, container, server=None):
+        self.name = name
+        self.image, self.front, self.transport = FRONTS[name]
+        self.container = container
+        self.server = server  # the FastCGI server container, if any
+        self.port = host_port(container, self.image)[1]
+
+    def request(self, method, path, body=None, headers=None):
+        return http_request(self.port, method, path, body, headers)
+
+    def log(self):
+        """The log the application's errors go to."""
+        return logs(self.server or self.container)
+
+
+def run_front(stack, request, name, **settings):
+    """Start front ``name``'s web-server container; ``settings`` add to its
+    environment and volumes."""
+    image, front, transport = FRONTS[name]
+    env = {"GATEWAY_FRONT": front, **settings.pop("env", {})}
+    volumes = list(settings.pop("volumes", []))
+    server = None
+    if transport:
+        server = request.getfixturevalue("fastcgi_app")
+        if transport == "tcp":
+            env["GATEWAY_FASTCGI"] = f"{APP_HOST}:9000"
+        else:  # the images' default address: SOCKET
+            volumes.append((request.getfixturevalue("socket_volume"), SOCKET_DIR, "rw"))
+    container = stack.enter_context(started(
+        request.getfixturevalue("gateway_image")(image), ports=(8080,), env=env,
+        volumes=volumes, network=request.getfixturevalue("docker_network"),
+        tmpfs=TMPFS[image], **LOCKED_DOWN, **settings))
+    return Front(name, wait_serving(container, image), server)
+
+
+@pytest.fixture(scope="module", params=list(FRONTS))
+def front(request):
+    with ExitStack() as stack:
+        yield run_front(stack, request, request.param)
+
+
+class TestFront(FrontContract):
+
+    def test_front_names_itself_on_the_demo_page(self, front):
+        status, _, body = front.request("GET", "/app/")
+        # The FastCGI server gets no GATEWAY_FRONT from nginx: its
+        # SERVER_SOFTWARE names it.
+        expected = "nginx/" if front.front == "nginx-fastcgi" else front.front
+        assert status == 200 and f"Served by <b>{expected}".encode() in body
+
+    def test_authorization_reaches_the_app(self, front):
+        env = environ_of(front, "/app/env", Authorization="Basic dXNlcjpwYXNz")
+        assert env["HTTP_AUTHORIZATION"] == "Basic dXNlcjpwYXNz"
+
+    def test_traceback_goes_to_the_log_only(self, front):
+        status, _, body = front.request("GET", "/app/error")
+        assert status == 500 and ERROR_LOG_LINE.encode() not in body
+        wait_until(lambda: ERROR_LOG_LINE in front.log(), timeout=10,
+                   what=f"the traceback in the log of {front.name}")
+
+    def test_health_check_and_nothing_else(self, front):
+        assert front.request("GET", "/healthz")[0] == 200
+        assert front.request("GET", "/application")[0] == 404
+
+
+def connections_to_server(front):
+    """Open connections from the front's container to the FastCGI server."""
+    code, output = front.container.exec(["cat", "/proc/net/tcp", "/proc/net/unix"])
+    assert code == 0, output
+    rows = [line.split() for line in output.decode().splitlines()]
+    if front.transport == "tcp":
+        # remote address :2328 (port 9000), state 01 (ESTABLISHED)
+        return sum(1 for row in rows if len(row) > 3 and row[2].endswith(":2328") and row[3] == "01")
+    # a connected stream socket (state 03) to SOCKET: the server's end is
+    # listed in the namespace of the side that connected
+    return sum(1 for row in rows if len(row) > 7 and row[-1] == SOCKET and row[5] == "03")
+
+
+@pytest.mark.parametrize("front", FASTCGI_SERVER_FRONTS, indirect=True)
+def test_connections_to_the_fastcgi_server_are_reused(front):
+    # One client connection, kept open as a browser does: a client that
+    # closes as soon as it has Content-Length bytes may make the web server
+    # drop its connection to the server before END_REQUEST arrives.
+    client = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30)
+    try:
+        for index in range(20):
+            client.request("GET", f"/app/bytes/{index}")
+            response = client.getresponse()
+            assert response.status == 200 and len(response.read()) == index
+        count = wait_until(lambda: connections_to_server(front), timeout=5,
+                           what="a connection kept open to the FastCGI server")
+    finally:
+        client.close()
+    assert count < 20, f"{count} connections open after 20 requests"
+
+
+@pytest.mark.parametrize("front", ["apache-fcgid"], indirect=True)
+def test_mod_fcgid_starts_the_gateway_on_the_socket_it_passes_as_fd_0(front):
+    assert front.request("GET", "/app/env")[0] == 200
+    probe = textwrap.dedent("""\
+        import os
+        for pid in filter(str.isdigit, os.listdir('/proc')):
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                argv = f.read().rstrip(b'\\0').split(b'\\0')
+            if b'fastcgi' in argv:
+                print(*(arg.decode() for arg in argv))
+    """)
+    code, output = front.container.exec(["python3", "-c", probe])
+    assert code == 0, output
+    assert output.decode().splitlines() == [
+        "/usr/bin/python3 /usr/local/bin/gateway fastcgi --workers 0"]
+    # The server says what it serves: the socket in FcgidIPCDir, found on fd 0.
+    assert "/run/apache2/fcgid/" in front.log() and "(fd 0)" in front.log()
+
+
+def test_socket_is_open_to_the_group_only(fastcgi_app):
+    probe = textwrap.dedent(f"""\
+        import os, socket, stat
+        def attempt(action, *args):
+            try:
+                st = action(*args)
+                return f"{{oct(stat.S_IMODE(st.st_mode))}}:{{st.st_gid}}" if st else "ok"
+            except PermissionError:
+                return "denied"
+        def write(path):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY))
+            os.unlink(path)
+        print(attempt(os.stat, {SOCKET_DIR!r}), attempt(os.stat, {SOCKET!r}),
+              attempt(socket.socket(socket.AF_UNIX).connect, {SOCKET!r}),
+              attempt(write, {SOCKET_DIR + "/probe"!r}))
+    """)
+    wrapped = fastcgi_app.get_wrapped_container()
+    seen = {}
+    for user in ("gateway", "www-data", "nobody"):
+        code, output = wrapped.exec_run(["python3", "-c", probe], user=user)
+        assert code == 0, output
+        seen[user] = output.decode().split()
+    # www-data, the web servers' user, is in the gateway group: it may connect
+    # but not write in the directory (the server's working directory).
+    assert seen == {
+        "gateway": ["0o2750:10001", "0o660:10001", "ok", "ok"],
+        "www-data": ["0o2750:10001", "0o660:10001", "ok", "denied"],
+        "nobody": ["0o2750:10001", "denied", "denied", "denied"],
+    }
+
+
+# The fronts that run the gateway in the web server's container (the others
+# are covered by the docker-compose.yml test).
+@pytest.mark.parametrize("name", ["nginx-cgi", "apache-fcgid"])
+def test_mounted_application(name, request, tmp_path):
+    settings = {"GATEWAY_APP": "hello:application", "PYTHONPATH": "/srv/app"}
+    with ExitStack() as stack:
+        front = run_front(stack, request, name, env=settings,
+                          volumes=[(own_app_directory(tmp_path), "/srv/app", "ro")])
+        status, _, body = front.request("GET", "/app/x/y")
+        assert (status, body) == (200, b"hello from /app/x/y"), front.log()
+        assert front.request("GET", "/app/env")[2] == b"hello from /app/env"
