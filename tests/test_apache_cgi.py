@@ -12,8 +12,8 @@ from webservers import Apache, repo_file
 
 
 def gateway_program():
-    """The `gateway` command installed for this interpreter (not a shim)."""
-    path = os.path.join(sysconfig.get_path('scripts'), 'gateway')
+    """The `gateway-cgi` program installed for this interpreter (not a shim)."""
+    path = os.path.join(sysconfig.get_path("scripts"), "gateway-cgi")
     return path if os.access(path, os.X_OK) else None
 
 
@@ -26,7 +26,7 @@ def start_apache(directory, app):
     if not shutil.which('apache2'):
         unavailable('apache2 is not installed (scripts/test installs it)')
     if not gateway_program():
-        unavailable('the gateway command is not installed (pip install -e .)')
+        unavailable('the gateway-cgi program is not installed (pip install -e .)')
     return Apache(directory).start(site(), env={'GATEWAY_CGI': gateway_program(),
                                                 'GATEWAY_APP': app,
                                                 'PYTHONPATH': f'{REPO}:{TESTS}'})
