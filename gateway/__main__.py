@@ -62,30 +62,26 @@ def parse_cgi_args(args, environ):
     words = _isindex_words(environ)
     if words and args[-len(words):] == words:
         del args[-len(words):]
+    values = {'--chdir': directory, '--log-file': log_file}
     while args:
         arg = args.pop(0)
+        option = arg.split('=', 1)[0]
         if arg == '--iis':
             iis = True
-        elif arg == '--chdir' or arg.startswith('--chdir='):
+        elif option in values:
             if '=' in arg:
-                directory = arg.split('=', 1)[1]
+                values[option] = arg.split('=', 1)[1]
             elif args:
-                directory = args.pop(0)
+                values[option] = args.pop(0)
             else:
-                raise SystemExit("gateway cgi: --chdir needs a directory")
-        elif arg == '--log-file' or arg.startswith('--log-file='):
-            if '=' in arg:
-                log_file = arg.split('=', 1)[1]
-            elif args:
-                log_file = args.pop(0)
-            else:
-                raise SystemExit("gateway cgi: --log-file needs a file name")
+                raise SystemExit(f"gateway cgi: {option} needs a value")
         elif arg.startswith('-'):
             raise SystemExit(f"gateway cgi: unknown option {arg!r}\n\n{USAGE}")
         elif args:
             raise SystemExit(f"gateway cgi: unexpected argument {args[0]!r}\n\n{USAGE}")
         else:
             spec = arg
+    directory, log_file = values['--chdir'], values['--log-file']
     return spec, iis, directory, log_file
 
 
