@@ -129,7 +129,8 @@ def test_httpoxy_dropped_from_environ_os_environ_and_children(cls):
     assert 'attacker' not in seen['child']
 
 
-def test_httpoxy_dropped_by_base_cgi_handler():
+def environ_seen_by_the_app(base_env):
+    """The environ an application gets from BaseCGIHandler given *base_env*."""
     import io
     from gateway.handlers import BaseCGIHandler
     seen = {}
@@ -138,8 +139,12 @@ def test_httpoxy_dropped_by_base_cgi_handler():
         seen.update(environ)
         start_response('200 OK', [])
         return []
-    BaseCGIHandler(io.BytesIO(), io.BytesIO(), io.StringIO(),
-                   {'HTTP_PROXY': 'http://x', 'HTTP_HOST': 'h'}).run(app)
+    BaseCGIHandler(io.BytesIO(), io.BytesIO(), io.StringIO(), base_env).run(app)
+    return seen
+
+
+def test_httpoxy_dropped_by_base_cgi_handler():
+    seen = environ_seen_by_the_app({'HTTP_PROXY': 'http://x', 'HTTP_HOST': 'h'})
     assert 'HTTP_PROXY' not in seen and seen['HTTP_HOST'] == 'h'
 
 
@@ -178,16 +183,7 @@ def test_non_numeric_content_length_is_a_500_with_a_log_line():
 
 
 def test_content_headers_only_as_cgi_variables():
-    import io
-    from gateway.handlers import BaseCGIHandler
-    seen = {}
-
-    def app(environ, start_response):
-        seen.update(environ)
-        start_response('200 OK', [])
-        return []
-    BaseCGIHandler(io.BytesIO(), io.BytesIO(), io.StringIO(),
-                   {'CONTENT_TYPE': 'text/plain', 'HTTP_CONTENT_TYPE': 'text/plain',
-                    'HTTP_CONTENT_LENGTH': '0', 'CONTENT_LENGTH': '0'}).run(app)
+    seen = environ_seen_by_the_app({'CONTENT_TYPE': 'text/plain', 'HTTP_CONTENT_TYPE': 'text/plain',
+                                    'HTTP_CONTENT_LENGTH': '0', 'CONTENT_LENGTH': '0'})
     assert seen['CONTENT_TYPE'] == 'text/plain' and seen['CONTENT_LENGTH'] == '0'
     assert 'HTTP_CONTENT_TYPE' not in seen and 'HTTP_CONTENT_LENGTH' not in seen
