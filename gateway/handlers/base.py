@@ -12,7 +12,7 @@ import sys
 import time
 
 from ..headers import Headers, check_header_name, check_header_value
-from ..util import FileWrapper, guess_scheme, is_hop_by_hop
+from ..util import FileWrapper, _hoppish, guess_scheme
 from .environ import read_environ
 
 __all__ = ['BaseHandler', 'SimpleHandler', 'format_date_time']
@@ -29,6 +29,14 @@ def format_date_time(timestamp):
     return "%s, %02d %3s %4d %02d:%02d:%02d GMT" % (
         _weekdayname[wd], day, _monthname[month], year, hh, mm, ss
     )
+
+
+def _checked_headers(headers):
+    # A Headers object around a list that start_response() has validated
+    # item by item, built without Headers.__init__ validating it again.
+    result = Headers.__new__(Headers)
+    result._headers = headers
+    return result
 
 
 # RFC 9110 6.4.1: these responses never carry content, so a Content-Length
@@ -177,7 +185,15 @@ class BaseHandler:
 
         Subclasses can extend this to add other defaults.
         """
-        if 'Content-Length' not in self.headers:
+        headers = self.headers
+        if type(headers) is Headers:
+            # The `in` test without its three method calls: this runs for
+            # every response.
+            for name, _ in headers._headers:
+                if name.lower() == 'content-length':
+                    return
+            self.set_content_length()
+        elif 'Content-Length' not in headers:
             self.set_content_length()
 
     def start_response(self, status, headers, exc_info=None):
@@ -202,13 +218,27 @@ class BaseHandler:
         for item in headers:
             if type(item) is not tuple or len(item) != 2:
                 raise AssertionError(f"Headers must be a list of (name, value) tuples (got {item!r})")
-            name = check_header_name(item[0])
-            check_header_value(item[1])
-            if is_hop_by_hop(name):
-                raise AssertionError(f"Hop-by-hop header, '{name}: {item[1]}', not allowed")
+            name, value = item
+            # This runs for every header of every response: when the fast
+            # test shows a name or value valid (a str, all printable: no
+            # control character, so no CR or LF; and for a name no space or
+            # colon either) the full check is skipped; anything else gets
+            # the full check and its exact error.
+            if not (type(name) is str and name.isprintable() and name
+                    and ' ' not in name and ':' not in name):
+                check_header_name(name)
+            if not (type(value) is str and value.isprintable()):
+                check_header_value(value)
+            if _hoppish(name.lower()):
+                raise AssertionError(f"Hop-by-hop header, '{name}: {value}', not allowed")
 
         self.status = status
-        self.headers = self.headers_class(headers)
+        if self.headers_class is Headers:
+            # Every header was checked just above; Headers() would check
+            # each one again.
+            self.headers = _checked_headers(headers)
+        else:
+            self.headers = self.headers_class(headers)
         return self.write
 
     def _validate_status(self, status):
@@ -356,7 +386,12 @@ class BaseHandler:
             self._write(bytes(self.headers))
 
     def _check_declared_length(self):
-        declared = self.headers.get_all('Content-Length')
+        headers = self.headers
+        if type(headers) is Headers:
+            # get_all() without its method calls: this runs for every response.
+            declared = [v for k, v in headers._headers if k.lower() == 'content-length']
+        else:
+            declared = headers.get_all('Content-Length')
         if declared:
             values = {value.strip() for value in declared}
             value = values.pop()

@@ -9,6 +9,7 @@ whenever they arrive, even in the middle of a request.
 import logging
 import select
 import socket
+import time
 from collections import deque
 
 from . import protocol as fcgi
@@ -17,6 +18,9 @@ from .handler import FastCGIHandler, RecordErrors, RequestAborted, ServerLog
 log = logging.getLogger('gateway')
 
 _RECV_SIZE = 1 << 16
+_poll = getattr(select, 'poll', None)
+_MSG_DONTWAIT = getattr(socket, 'MSG_DONTWAIT', 0)
+_MSG_MORE = getattr(socket, 'MSG_MORE', 0)
 
 
 class ServedConnection:
@@ -44,24 +48,54 @@ class ServedConnection:
         self.running_id = None
         self.aborted_id = None
         self.open = True
+        self.lingering = False          # answered for the last time; see _close_after_response
         self.last_active = 0.0
+        self.served = 0                 # requests answered on this connection
         # A plain socket can be polled for an ABORT_REQUEST between blocks of
         # a streamed response; a Windows pipe cannot.
         self.pollable = isinstance(sock, socket.socket)
+        # Where the peer may rightly stay silent between requests (the
+        # single IIS connection), only a request in progress times out.
+        self.timeout = config.read_timeout if idle_timeout and config.read_timeout else None
+        # Every recv() and send() on a socket is non-blocking, and the
+        # timeout is applied by _wait() only when one would block: a socket
+        # with a timeout polls before every recv() and send(), two system
+        # calls per request that the usual case (the data is there, the
+        # buffer has room) does not need. Where the flag exists, MSG_DONTWAIT
+        # makes each call non-blocking and the socket itself stays blocking,
+        # which spares the ioctl that setblocking(False) costs per connection.
+        self._nowait = _MSG_DONTWAIT
         if self.pollable:
-            # Where the peer may rightly stay silent between requests (the
-            # single IIS connection), only a request in progress times out.
-            sock.settimeout(config.read_timeout if idle_timeout and config.read_timeout else None)
+            if _MSG_DONTWAIT:
+                if sock.gettimeout() is not None:
+                    sock.settimeout(None)
+            else:
+                sock.setblocking(False)
 
     def fileno(self):
         return self.sock.fileno()
 
     # -- driving ------------------------------------------------------------
 
-    def handle_readable(self):
-        """Read what the web server sent and serve it. False once closed."""
+    def handle_readable(self, wait=True):
+        """Read what the web server sent and serve it. False once closed.
+
+        With *wait* false, return True at once when nothing has arrived yet
+        (a connection just accepted, or a spurious wake-up).
+        """
+        if self.lingering:
+            self._linger(wait)
+            return self.open
         try:
-            data = self.sock.recv(_RECV_SIZE)
+            if self.pollable:
+                try:
+                    data = self.sock.recv(_RECV_SIZE, self._nowait)
+                except BlockingIOError:
+                    if not wait:
+                        return True
+                    data = self._recv()
+            else:
+                data = self.sock.recv(_RECV_SIZE)
             if not data:
                 self.close()
                 return False
@@ -138,14 +172,17 @@ class ServedConnection:
             if not self.open:   # the web server hung up or went silent
                 self.close()
                 return
+            ended = self.input.ended or self._stdin_end_queued(request_id)
             if handler.aborted:
                 log.warning('%s: response incomplete; closing the connection so the web server'
                             ' sees it failed', _describe(event.params))
-                self.close()
-                return
-            ended = self.input.ended
-            self.send(handler.take_output() + self.protocol.end_stdout(request_id)
-                      + self.protocol.end_request(request_id))
+                # Closed below as after any last response: input still on
+                # its way would otherwise make the close a reset, which can
+                # destroy the part of the response in flight.
+                keep_conn = False
+            else:
+                self.send(self.protocol.end_response(request_id, handler.take_data()),
+                          last=ended and not keep_conn)
         except OSError as error:
             # The web server hung up (or timed out) mid-response.
             log.info('%s: connection lost while answering: %s', _describe(event.params), error)
@@ -154,22 +191,64 @@ class ServedConnection:
         finally:
             self.input = None
             self.running_id = None
+            self.served += 1
             if on_request is not None:
                 on_request(False)
         if not keep_conn:
             self._close_after_response(ended)
 
+    def _stdin_end_queued(self, request_id):
+        # An application that does not read its input leaves the end of
+        # STDIN among the parsed events (nginx sends BEGIN_REQUEST, PARAMS
+        # and the empty STDIN record in one write): the input has then all
+        # been read from the socket, and closing at once is safe. Without
+        # this check every such request would wait for the web server to
+        # close first.
+        for event in self.events:
+            if type(event) is fcgi.StdinEnd and event.request_id == request_id:
+                return True
+        return False
+
     def _close_after_response(self, input_ended):
-        if not input_ended:
-            # Closing with unread STDIN in the socket buffer would reset the
-            # connection, and a reset can destroy the response in flight:
-            # say we are done, then read until the web server closes too.
-            try:
-                self.sock.shutdown(socket.SHUT_WR)
-                while self.sock.recv(_RECV_SIZE):
-                    pass
-            except OSError:
-                pass
+        if input_ended:
+            self.close()
+            return
+        # Closing with unread STDIN in the socket buffer would reset the
+        # connection, and a reset can destroy the response in flight:
+        # say we are done, then read until the web server closes too.
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self.lingering = True
+        # On a socket, without holding up the worker meanwhile: what is
+        # there now is read at once, the rest as the owner finds the socket
+        # readable again (its idle sweep closes the connection if the web
+        # server never does).
+        self._linger(wait=not self.pollable)
+
+    def _linger(self, wait):
+        """Discard what the web server still sends; close once it closes
+        (or stays silent for the timeout, or fails). With *wait* false,
+        return when nothing more has arrived yet."""
+        try:
+            while True:
+                if not self.pollable:
+                    data = self.sock.recv(_RECV_SIZE)
+                else:
+                    try:
+                        data = self.sock.recv(_RECV_SIZE, self._nowait)
+                    except BlockingIOError:
+                        if not wait:
+                            return
+                        self._wait(False, None if self.timeout is None
+                                   else time.monotonic() + self.timeout)
+                        continue
+                if not data:
+                    break
+        except OSError:     # including socket.timeout
+            pass
         self.close()
 
     # -- called by the running request ----------------------------------------
@@ -186,7 +265,7 @@ class ServedConnection:
         while not progressed:
             if not events:
                 try:
-                    data = self.sock.recv(_RECV_SIZE)
+                    data = self._recv()
                 except socket.timeout:
                     log.warning('request %d: the web server sent no input for %gs; aborting it',
                                 request_id, self.config.read_timeout)
@@ -219,9 +298,12 @@ class ServedConnection:
         """Between blocks of a streamed response: has the request been aborted?"""
         if self.aborted_id == request_id:
             raise RequestAborted(request_id)
-        if self.pollable and select.select([self.sock], (), (), 0)[0]:
-            # There is input: let pump() sort it, but do not wait for more.
-            data = self.sock.recv(_RECV_SIZE)
+        if self.pollable:
+            # Is there input? (The socket is non-blocking: this does not wait.)
+            try:
+                data = self.sock.recv(_RECV_SIZE, self._nowait)
+            except BlockingIOError:
+                return
             if not data:
                 self._abandon(request_id)
             self.events.extend(self.protocol.receive_data(data))
@@ -233,8 +315,62 @@ class ServedConnection:
                     raise RequestAborted(request_id)
                 self.events.append(event)
 
-    def send(self, data):
-        self.sock.sendall(data)
+    def send(self, data, last=False):
+        """Send all of *data*. *last*: the connection is closed right after,
+        so TCP may carry the data in the segment that has the FIN (one
+        packet fewer for the web server and for us)."""
+        if not self.pollable:
+            self.sock.sendall(data)
+            return
+        sock = self.sock
+        nowait = self._nowait | _MSG_MORE if last else self._nowait
+        try:
+            sent = sock.send(data, nowait)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return      # the usual case: one system call
+        # As sendall() on a socket with a timeout: the timeout bounds the
+        # whole send.
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        view = memoryview(data)[sent:]
+        while view:
+            self._wait(True, deadline)
+            try:
+                view = view[sock.send(view, nowait):]
+            except BlockingIOError:
+                pass
+
+    def _recv(self):
+        """recv(), waiting at most the timeout for data (socket.timeout)."""
+        if not self.pollable:
+            return self.sock.recv(_RECV_SIZE)
+        while True:
+            try:
+                return self.sock.recv(_RECV_SIZE, self._nowait)
+            except BlockingIOError:
+                self._wait(False, None if self.timeout is None
+                           else time.monotonic() + self.timeout)
+
+    def _wait(self, writing, deadline):
+        """Until the socket is writable (or readable); socket.timeout at
+        *deadline* (a time.monotonic() value, or None: no limit)."""
+        timeout = None
+        if deadline is not None:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise socket.timeout('timed out')
+        if _poll is not None:
+            poller = _poll()
+            poller.register(self.sock, select.POLLOUT if writing else select.POLLIN)
+            ready = poller.poll(None if timeout is None else max(timeout * 1000, 1))
+        else:   # Windows: no poll(); sockets there are not limited to FD_SETSIZE numbers
+            sock = [self.sock]
+            ready = (select.select((), sock, sock, timeout) if writing
+                     else select.select(sock, (), sock, timeout))
+            ready = ready[0] or ready[1] or ready[2]
+        if not ready:
+            raise socket.timeout('timed out')
 
     def close(self):
         if self.open or self.sock.fileno() >= 0:

@@ -170,12 +170,17 @@ class FastCGIHandler(BaseCGIHandler):
 
     def take_output(self):
         """The buffered output as STDOUT records, and empty the buffer."""
-        if not self._pending:
+        return self.connection.protocol.stdout(self.request_id, self.take_data())
+
+    def take_data(self):
+        """The buffered output (bytes), and empty the buffer."""
+        pending = self._pending
+        if not pending:
             return b''
-        data = b''.join(self._pending)
-        self._pending.clear()
+        data = pending[0] if len(pending) == 1 else b''.join(pending)
+        pending.clear()
         self._pending_size = 0
-        return self.connection.protocol.stdout(self.request_id, data)
+        return data
 
     def abort_response(self):
         # The web server must not see END_REQUEST after a broken response:

@@ -148,6 +148,8 @@ _BEGIN_RECORD = struct.Struct(">BBHHBxHB5x")
 _END_BODY = struct.Struct(">IB3x")
 _END_RECORD = struct.Struct(">BBHHBxIB3x")
 _UNKNOWN_TYPE_RECORD = struct.Struct(">BBHHBxB7x")
+# The empty STDOUT record and END_REQUEST: how every response ends.
+_END_RESPONSE = struct.Struct(">BBHHBxBBHHBxIB3x")
 _U32 = struct.Struct(">I")
 
 # Senders align records to 8 bytes (the specification recommends it, and
@@ -721,6 +723,23 @@ class Connection(_Framer):
         self._requests.pop(request_id, None)
         return _END_RECORD.pack(1, FCGI_END_REQUEST, request_id, 8, 0,
                                 app_status & 0xFFFFFFFF, protocol_status)
+
+    def end_response(self, request_id, data=b"", app_status=0):
+        """``stdout(request_id, data)``, ``end_stdout(request_id)`` and
+        ``end_request(request_id, app_status)`` in one bytes object: a whole
+        answer, ready for one write."""
+        self._requests.pop(request_id, None)
+        end = _END_RESPONSE.pack(1, FCGI_STDOUT, request_id, 0, 0,
+                                 1, FCGI_END_REQUEST, request_id, 8, 0,
+                                 app_status & 0xFFFFFFFF, FCGI_REQUEST_COMPLETE)
+        n = len(data)
+        if not n:
+            return end
+        if n <= FCGI_MAX_CONTENT_LENGTH:
+            pad = -n & 7
+            return b"".join((_HEADER.pack(1, FCGI_STDOUT, request_id, n, pad),
+                             data, _PADDING[pad], end))
+        return _encode_stream(FCGI_STDOUT, request_id, data) + end
 
     @staticmethod
     def get_values_result(values):

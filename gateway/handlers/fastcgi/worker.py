@@ -24,6 +24,7 @@ log = logging.getLogger('gateway')
 
 _ACCEPT = object()
 _WAKE = object()
+_ACCEPT_BATCH = 16      # connections accepted per wake-up, at most
 
 
 def server_values(config, processes):
@@ -122,7 +123,13 @@ class Worker:
                 for key, _ in self.selector.select(0.1 if self.stopping else 1.0):
                     data = key.data
                     if data is _ACCEPT:
-                        self._accept(key.fileobj)
+                        # Under load more connections wait in the backlog:
+                        # taking them now spares a select() per connection.
+                        # Bounded, so that connections in the selector
+                        # (keep-alive ones) are not kept waiting.
+                        for _ in range(_ACCEPT_BATCH):
+                            if not self._accept(key.fileobj) or self.stopping:
+                                break
                     elif data is _WAKE:
                         self._drain_wake()
                     elif threaded:
@@ -196,10 +203,21 @@ class Worker:
             except OSError:
                 pass
         if nodelay and hasattr(socket, 'TCP_DEFER_ACCEPT'):
-            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+            # Linux: wake us for a connection only once its first bytes have
+            # arrived (a web server always speaks first in FastCGI), so that
+            # _accept() finds the request there and serves it at once,
+            # instead of a trip through the selector, and an idle worker is
+            # not woken by a bare handshake. A connection that stays silent
+            # is still accepted after about a second.
+            try:
+                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+            except OSError:
+                pass
         return [accept, family, int(listener.type), listener.proto, nodelay]
 
     def _accept(self, listener):
+        """Accept one connection (and serve it, if its request is there).
+        False when there was none to accept."""
         plan = self._accepting[listener]
         accept, family, kind, proto, nodelay = plan
         try:
@@ -212,16 +230,18 @@ class Worker:
                     raise
             else:
                 sock, address = listener.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return  # another worker took it, or the peer gave up
+        except BlockingIOError:
+            return False    # none left, or another worker took it
+        except (InterruptedError, ConnectionAbortedError):
+            return True     # the peer gave up: there may be more
         except OSError as error:
             log.error('accept() failed: %s', error)
-            return
+            return False
         if self.allowed_peers and family != socket.AF_UNIX:
             if not peer_allowed(address, self.allowed_peers):
                 log.warning('connection from %s refused: not in FCGI_WEB_SERVER_ADDRS', address[0])
                 sock.close()
-                return
+                return True
         if nodelay:
             if nodelay == 'check':
                 try:
@@ -252,12 +272,16 @@ class Worker:
                 self.connections.discard(conn)
                 conn.close()
                 self._check_max_requests()
-                return
+                return True
         self.selector.register(sock, selectors.EVENT_READ, conn)
+        return True
 
     def _serve(self, conn, slot):
         conn.on_request = self._on_request[slot]
-        still_open = conn.handle_readable()
+        # The selector said readable: a wake-up with nothing to read after
+        # all (or a connection lingering after its last answer) must not
+        # hold up the worker.
+        still_open = conn.handle_readable(wait=False)
         conn.last_active = time.monotonic()
         if not self.config.threads > 1:
             self._after_serve(conn, still_open)
