@@ -1,0 +1,1 @@
+"""The hello-world app and the launchers the FastCGI benchmark starts."""
