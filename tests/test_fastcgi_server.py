@@ -472,3 +472,52 @@ def test_100mb_upload_and_download_in_bounded_memory():
     finally:
         proc.kill()
         proc.wait(10)
+
+
+class RecordingSocket(socket.socket):
+    """A real socket that remembers what each send() call carried."""
+
+    sends = None
+
+    def send(self, data, flags=0):
+        self.sends.append(bytes(data))
+        return super().send(data, flags)
+
+
+def serve_over_socketpair(app, params, sole=False, requests=1, keep_conn=True):
+    from gateway.handlers.fastcgi.connection import ServedConnection
+    ours, theirs = socket.socketpair()
+    served = RecordingSocket(fileno=theirs.detach())
+    served.sends = []
+    conn = ServedConnection(served, app, Config(), {}, sole=sole, idle_timeout=not sole)
+    ours.settimeout(10)
+    responses = []
+    for _ in range(requests):
+        ours.sendall(p.encode_begin_request(1, keep_conn=keep_conn) + p.encode_params(1, params)
+                     + p.encode_stdin(1, b''))
+        assert conn.handle_readable() or not keep_conn and not sole
+        reader, records = p.RecordReader(), []
+        while not records or records[-1].type != p.FCGI_END_REQUEST:
+            records += reader.feed(ours.recv(65536))
+        responses.append(records)
+    ours.close()
+    return served.sends, responses, conn
+
+
+def test_a_body_that_reaches_its_content_length_ends_in_the_same_write_as_end_request():
+    def app(environ, start_response):
+        start_response('200 OK', [('Content-Length', '6')])
+        yield b'abc'
+        yield b'def'
+    sends, responses, _ = serve_over_socketpair(app, PARAMS)
+    last = list(p.parse_records(sends[-1]))
+    kinds = [record.type for record in last]
+    assert kinds[-1] == p.FCGI_END_REQUEST
+    assert any(r.type == p.FCGI_STDOUT and r.content.endswith(b'def') for r in last)
+    assert len(sends) == 2      # the first block streamed, the last with END_REQUEST
+
+
+def test_the_sole_connection_outlives_requests_without_keep_conn():
+    sends, responses, conn = serve_over_socketpair(Recorder(), PARAMS, sole=True, requests=3,
+                                                   keep_conn=False)
+    assert len(responses) == 3 and all(r[-1].type == p.FCGI_END_REQUEST for r in responses)

@@ -33,7 +33,7 @@ class ServedConnection:
     """
 
     def __init__(self, sock, app, config, values, multithread=False, multiprocess=True,
-                 overloaded=False, on_request=None, idle_timeout=True):
+                 overloaded=False, on_request=None, idle_timeout=True, sole=False):
         self.sock = sock
         self.app = app
         self.config = config
@@ -57,6 +57,9 @@ class ServedConnection:
         # Where the peer may rightly stay silent between requests (the
         # single IIS connection), only a request in progress times out.
         self.timeout = config.read_timeout if idle_timeout and config.read_timeout else None
+        # The process's only connection (IIS's pipe): it lasts as long as the
+        # process, whatever FCGI_KEEP_CONN says, as wfastcgi has it.
+        self.sole = sole
         # Every recv() and send() on a socket is non-blocking, and the
         # timeout is applied by _wait() only when one would block: a socket
         # with a timeout polls before every recv() and send(), two system
@@ -157,7 +160,7 @@ class ServedConnection:
 
     def _run_request(self, event):
         request_id = event.request_id
-        keep_conn = self.protocol.keep_conn(request_id)
+        keep_conn = self.protocol.keep_conn(request_id) or self.sole
         errors = RecordErrors(self, request_id) if self.config.fcgi_stderr else ServerLog()
         handler = FastCGIHandler(self, request_id, event.params, errors,
                                  self.multithread, self.multiprocess)

@@ -162,6 +162,14 @@ class FastCGIHandler(BaseCGIHandler):
     def _flush(self):
         if self._batch and self._pending_size <= _BATCH_LIMIT:
             return
+        if self._pending_size <= _BATCH_LIMIT and (
+                not self.body_allowed or (self.content_length is not None
+                                          and self._body_written >= self.content_length)):
+            # Nothing more can follow (HEAD, or the declared length is
+            # reached): keep the end for END_REQUEST's write. A web server
+            # whose client closes on the last body byte would otherwise drop
+            # a reusable connection that END_REQUEST had not reached yet.
+            return
         if self._pending:
             self.connection.send(self.take_output())
         # A streamed response may run for long: notice an ABORT_REQUEST

@@ -371,6 +371,6 @@ def serve_stream(stream, app, config):
     values[fcgi.FCGI_MAX_CONNS] = '1'
     values[fcgi.FCGI_MAX_REQS] = '1'
     conn = ServedConnection(stream, app, config, values, multithread=False, multiprocess=True,
-                            idle_timeout=False)
+                            idle_timeout=False, sole=True)
     while conn.handle_readable():
         pass
