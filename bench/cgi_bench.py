@@ -42,6 +42,8 @@ import sys
 import tempfile
 import time
 
+from loopback import http_get
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 APP_DIR = os.path.join(HERE, "cgi")
@@ -480,22 +482,12 @@ class Apache:
         self.stderr.close()
 
 
-def fetch(port, path, timeout=30.0):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 def verify(apache, key):
     """None if the endpoint serves the expected body, else the reason."""
     offset = apache.log_size()
     try:
         for _ in range(2):  # the first request also writes bytecode caches
-            status, body = fetch(apache.port, "/" + key.lower())
+            status, body = http_get(apache.port, "/" + key.lower(), timeout=30.0)
     except (OSError, http.client.HTTPException) as exc:
         return "request failed: %s" % exc
     if status == 200 and body == EXPECTED_BODY:

@@ -49,6 +49,8 @@ import sysconfig
 import tempfile
 import time
 
+from loopback import http_get
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 EXPECTED_BODY = b"Hello, world!\n"
@@ -365,16 +367,6 @@ def nginx_config(tmp, port, upstreams, pool):
     with open(conf, "w") as f:
         f.write("\n".join(lines) + "\n")
     return conf
-
-
-def http_get(port, path, timeout=3.0):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def wait_until(check, timeout, what):

@@ -1,0 +1,14 @@
+"""What both benchmarks need to talk to the servers they start on 127.0.0.1."""
+
+import http.client
+
+
+def http_get(port, path, timeout=3.0):
+    """(status, body) of GET *path* on 127.0.0.1:*port*."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
