@@ -170,3 +170,34 @@ def test_options_reach_the_server(tmp_path):
         assert 'mode 0600' in server.log
         assert '[DEBUG] worker 1 spawned' in server.log
         assert get(str(path), '/peer').status == 200
+
+
+def test_log_file_takes_the_log_and_wsgi_errors(tmp_path):
+    import socket
+    from fcgi_client import ServerProcess, cgi_params, read_until_end_request
+    from gateway.handlers.fastcgi import protocol as p
+    log = tmp_path / 'gateway.log'
+    ours, theirs = socket.socketpair()
+    with ServerProcess(['apps.fcgiapps:errors', '--log-file', str(log)],
+                       stdin=theirs.fileno()) as server:
+        theirs.close()
+        ours.settimeout(10)
+        ours.sendall(p.encode_begin_request(1, keep_conn=True)
+                     + p.encode_params(1, cgi_params('/')) + p.encode_stdin(1, b''))
+        assert read_until_end_request(ours).status == 200
+        ours.close()
+        assert server.wait() == 0
+        assert server.log == ''
+    assert 'written to wsgi.errors' in log.read_text()
+
+
+def test_log_file_gets_the_start_up_failure(tmp_path):
+    import subprocess
+    import sys
+    from conftest import TESTS
+    log = tmp_path / 'gateway.log'
+    done = subprocess.run([sys.executable, '-m', 'gateway', 'fastcgi', 'no_such_module:app',
+                           '--bind', '127.0.0.1:0', '--log-file', str(log)],
+                          capture_output=True, text=True, timeout=60, cwd=TESTS)
+    assert done.returncode == 1
+    assert "no_such_module" in log.read_text()

@@ -20,6 +20,13 @@ def path_info(environ, start_response):
     return _text(start_response, environ.get('PATH_INFO', ''))
 
 
+def errors(environ, start_response):
+    """Writes a line to wsgi.errors, then answers."""
+    environ['wsgi.errors'].write('written to wsgi.errors\n')
+    environ['wsgi.errors'].flush()
+    return _text(start_response, 'ok')
+
+
 def pid(environ, start_response):
     """The worker's pid: which process served the request."""
     return _text(start_response, str(os.getpid()))

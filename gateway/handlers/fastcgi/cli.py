@@ -152,15 +152,18 @@ def build_parser():
         default=env_flag('GATEWAY_IIS'),
         help="undo IIS's PATH_INFO, which repeats SCRIPT_NAME when allowPathInfo is off, as "
              'IISCGIHandler does (default: off; $GATEWAY_IIS=1 turns it on)')
+    add('--log-file', default=os.environ.get('GATEWAY_LOG') or None, metavar='FILE',
+        help="append the server's log and wsgi.errors to FILE instead of stderr (default: "
+             '$GATEWAY_LOG, else stderr; under IIS, which keeps no stderr, give one)')
     add('--log-level', default=defaults.log_level, type=str.lower,
         choices=('debug', 'info', 'warning', 'error', 'critical'),
         help='log verbosity, on stderr (default: %(default)s)')
     return parser
 
 
-def configure_logging(level='info', only_if_unconfigured=False):
-    """Log the server's messages on stderr, one line each:
-    ``[2026-11-24 08:00:00 +0000] [pid] [INFO] message``.
+def configure_logging(level='info', only_if_unconfigured=False, log_file=None):
+    """Log the server's messages on stderr, or appended to *log_file*, one
+    line each: ``[2026-11-24 08:00:00 +0000] [pid] [INFO] message``.
 
     With *only_if_unconfigured* (a library call) a program that already set
     up logging keeps its own handlers.
@@ -169,7 +172,14 @@ def configure_logging(level='info', only_if_unconfigured=False):
     if only_if_unconfigured and (logger.handlers or logging.getLogger().handlers):
         return
     if not any(getattr(handler, 'is_gateway_default', False) for handler in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        if log_file:
+            handler = logging.FileHandler(log_file, encoding='utf-8', errors='backslashreplace')
+        elif sys.stderr is None:
+            # A process started without a stderr (IIS gives a FastCGI process
+            # none) has nowhere to say anything: --log-file is the way.
+            handler = logging.NullHandler()
+        else:
+            handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(
             '[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s', '%Y-%m-%d %H:%M:%S %z'))
         handler.is_gateway_default = True
@@ -179,8 +189,12 @@ def configure_logging(level='info', only_if_unconfigured=False):
 
 
 def _fail(status, message):
-    sys.stderr.write(f'{PROG}: error: {message}\n')
-    sys.stderr.flush()
+    logger = logging.getLogger('gateway')
+    if any(isinstance(handler, logging.FileHandler) for handler in logger.handlers):
+        logger.error('%s: error: %s', PROG, message)
+    if sys.stderr is not None:
+        sys.stderr.write(f'{PROG}: error: {message}\n')
+        sys.stderr.flush()
     return status
 
 
@@ -193,11 +207,14 @@ def main(argv=None):
         args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     except SystemExit as stop:
         return stop.code
+    try:
+        configure_logging(args.log_level, log_file=args.log_file)
+    except OSError as error:
+        return _fail(1, f'--log-file {args.log_file}: {error.strerror}')
     spec = args.app or os.environ.get('GATEWAY_APP', '').strip()
     if not spec:
         return _fail(2, 'no WSGI application given: pass MODULE:CALLABLE or set GATEWAY_APP '
                         '(see --help)')
-    configure_logging(args.log_level)
 
     try:
         transports.allowed_peers(args.web_server_addrs)
