@@ -521,3 +521,21 @@ def test_the_sole_connection_outlives_requests_without_keep_conn():
     sends, responses, conn = serve_over_socketpair(Recorder(), PARAMS, sole=True, requests=3,
                                                    keep_conn=False)
     assert len(responses) == 3 and all(r[-1].type == p.FCGI_END_REQUEST for r in responses)
+
+
+def test_records_after_an_abort_in_the_same_write_are_still_answered(server):
+    app, address = server
+    client = Client(address)
+    client.begin(1, {'PATH_INFO': '/stream'}, keep_conn=True)
+    client.send(p.encode_stdin(1, b''))
+    assert app.reading.wait(5)
+    assert client.next_record().type == p.FCGI_STDOUT
+    client.send(p.encode_abort_request(1) + p.encode_get_values([p.FCGI_MPXS_CONNS]))
+    assert client.response(1)[2] == (0, p.FCGI_REQUEST_COMPLETE)
+    assert app.closed.wait(5)
+    kinds = []
+    while p.FCGI_GET_VALUES_RESULT not in kinds:
+        record = client.next_record()
+        assert record is not None, 'the connection closed: GET_VALUES went unanswered'
+        kinds.append(record.type)
+    assert p.FCGI_END_REQUEST not in kinds      # no second END_REQUEST for the abort

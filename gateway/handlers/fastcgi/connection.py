@@ -286,13 +286,18 @@ class ServedConnection:
                 self.input.end()
                 progressed = True
             elif kind is fcgi.AbortRequest and event.request_id == request_id:
-                self.input.end()
-                self.aborted_id = request_id
-                raise RequestAborted(request_id)
+                self._aborted(request_id)
             else:
                 self._answer_out_of_band(event)
 
+    def _aborted(self, request_id):
+        """The web server aborted the running request: end its input."""
+        self.input.end()
+        self.aborted_id = request_id
+        raise RequestAborted(request_id)
+
     def _abandon(self, request_id):
+        """The web server is gone (or silent): end the input and the connection."""
         self.input.end()
         self.open = False
         raise RequestAborted(request_id)
@@ -309,14 +314,14 @@ class ServedConnection:
                 return
             if not data:
                 self._abandon(request_id)
-            self.events.extend(self.protocol.receive_data(data))
-            pending, self.events = self.events, deque()
-            for event in pending:
+            events = self.events
+            events.extend(self.protocol.receive_data(data))
+            # Take out this request's ABORT_REQUEST only: the records around
+            # it (GET_VALUES, the next request) are still to be answered.
+            for event in events:
                 if type(event) is fcgi.AbortRequest and event.request_id == request_id:
-                    self.input.end()
-                    self.aborted_id = request_id
-                    raise RequestAborted(request_id)
-                self.events.append(event)
+                    events.remove(event)
+                    self._aborted(request_id)
 
     def send(self, data, last=False):
         """Send all of *data*. *last*: the connection is closed right after,
