@@ -57,7 +57,6 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         self._returned = queue.SimpleQueue()
         self._work = queue.SimpleQueue()
-        self._busy = 0
         self._threads = []
         # Built once, not per request: what each thread's connection calls
         # when a request starts and ends.
@@ -134,7 +133,6 @@ class Worker:
                         self._drain_wake()
                     elif threaded:
                         self.selector.unregister(data.sock)
-                        self._busy += 1
                         self._work.put(data)
                     else:
                         self._serve(data, 0)
@@ -357,7 +355,6 @@ class Worker:
                 conn, still_open = self._returned.get_nowait()
             except queue.Empty:
                 return
-            self._busy -= 1
             if still_open:
                 self.selector.register(conn.sock, selectors.EVENT_READ, conn)
             self._after_serve(conn, still_open)
