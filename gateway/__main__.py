@@ -32,9 +32,11 @@ Serve a WSGI application behind a web server.
                            only to FILE, else nowhere
             MODULE:NAME may name a dotted attribute, or NAME() to call a factory;
             MODULE alone means MODULE:application, else MODULE:app.
-            A missing or broken application is reported on stderr (the web
-            server's error log) and answered with a 500; no traceback ever
-            reaches the client.
+            A missing or broken application, and an environment that is no
+            CGI request (no REQUEST_METHOD or SERVER_PROTOCOL, a CONTENT_LENGTH
+            that is not a number), are reported on stderr (the web server's
+            error log) and answered with a 500, exit status 1; no traceback
+            ever reaches the client.
 
   fastcgi   Run a supervised FastCGI server.
 """
@@ -109,6 +111,19 @@ def run_cgi(spec, iis=False, directory=None, log_file=None):
 
     handler = IISCGIHandler() if iis else CGIHandler()
     log = handler.stderr = _log_stream(log_file, iis)
+
+    def error_page(environ, start_response):
+        start_response(handler.error_status, handler.error_headers[:])
+        return [handler.error_body]
+
+    from .handlers.environ import cgi_environ_error
+    if cgi_environ_error(handler.base_env):
+        # No request to give an application: the handler refuses it with a
+        # 500 and logs why, in one line (the traceback would be the
+        # gateway's own); loading the application would be wasted work.
+        handler.traceback_limit = 0
+        handler.run(error_page)
+        return 1
     from .apploader import AppLoadError, load_app
     try:
         if directory:
@@ -121,11 +136,7 @@ def run_cgi(spec, iis=False, directory=None, log_file=None):
             import traceback
             traceback.print_exception(type(cause), cause, cause.__traceback__, file=log)
         log.flush()
-
-        def app(environ, start_response):
-            start_response(handler.error_status, handler.error_headers[:])
-            return [handler.error_body]
-        handler.run(app)
+        handler.run(error_page)
         return 1
     handler.run(app)
     return 0

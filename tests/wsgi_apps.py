@@ -36,6 +36,14 @@ def write_callable(environ, start_response):
     return [b'returned']
 
 
+def header_added_after_start(environ, start_response):
+    # wsgiref sends what the list holds when the headers go out.
+    headers = [('Content-Type', 'text/plain')]
+    start_response('200 OK', headers)
+    headers.append(('X-Added', 'later'))
+    return [b'late header']
+
+
 def echo_environ(environ, start_response):
     keys = ('REQUEST_METHOD', 'SCRIPT_NAME', 'PATH_INFO', 'QUERY_STRING', 'CONTENT_TYPE',
             'CONTENT_LENGTH', 'SERVER_PROTOCOL', 'HTTP_X_FOO', 'HTTP_PROXY')
@@ -171,6 +179,7 @@ class ClosingIterable:
 
 DIFFERENTIAL = [
     hello, two_chunks, generator, declared_length, empty, write_callable, echo_environ,
+    header_added_after_start,
     echo_body, not_found, error_before_start, error_in_iteration_before_body,
     exc_info_recovery,
 ]

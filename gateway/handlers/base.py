@@ -39,6 +39,36 @@ def _checked_headers(headers):
     return result
 
 
+def _check_latin1(text, what):
+    # PEP 3333: status and headers are native strings of ISO-8859-1
+    # characters. Found only when the headers are encoded, a character
+    # beyond U+00FF would leave half a response on the wire.
+    try:
+        text.encode('iso-8859-1')
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {text!r} holds a character outside ISO-8859-1 (PEP 3333):"
+                         " encode it first, e.g. as RFC 8187 or %-encoding") from None
+
+
+def _check_header_items(headers):
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise AssertionError(f"Headers must be a list of (name, value) tuples (got {item!r})")
+        name, value = item
+        # This runs for every header of every response: when the fast test
+        # shows a name or value valid (a str, ASCII and printable: no control
+        # character, so no CR or LF; and for a name no space or colon either)
+        # the full check is skipped; anything else gets the full check and
+        # its exact error.
+        if not (type(name) is str and name.isascii() and name.isprintable() and name
+                and ' ' not in name and ':' not in name):
+            _check_latin1(check_header_name(name), "Header name")
+        if not (type(value) is str and value.isascii() and value.isprintable()):
+            _check_latin1(check_header_value(value), "Header value")
+        if _hoppish(name.lower()):
+            raise AssertionError(f"Hop-by-hop header, '{name}: {value}', not allowed")
+
+
 # RFC 9110 6.4.1: these responses never carry content, so a Content-Length
 # computed from the body would be wrong (CPython gh-62299).
 def _status_has_no_content(status):
@@ -215,22 +245,7 @@ class BaseHandler:
         self._validate_status(status)
         if type(headers) is not list:
             raise AssertionError(f"Headers must be a list of (name, value) tuples (got {headers!r})")
-        for item in headers:
-            if type(item) is not tuple or len(item) != 2:
-                raise AssertionError(f"Headers must be a list of (name, value) tuples (got {item!r})")
-            name, value = item
-            # This runs for every header of every response: when the fast
-            # test shows a name or value valid (a str, all printable: no
-            # control character, so no CR or LF; and for a name no space or
-            # colon either) the full check is skipped; anything else gets
-            # the full check and its exact error.
-            if not (type(name) is str and name.isprintable() and name
-                    and ' ' not in name and ':' not in name):
-                check_header_name(name)
-            if not (type(value) is str and value.isprintable()):
-                check_header_value(value)
-            if _hoppish(name.lower()):
-                raise AssertionError(f"Hop-by-hop header, '{name}: {value}', not allowed")
+        _check_header_items(headers)
 
         self.status = status
         if self.headers_class is Headers:
@@ -248,7 +263,7 @@ class BaseHandler:
             raise AssertionError("Status message must begin w/3-digit code")
         if status[3] != " ":
             raise AssertionError("Status message must have a space after code")
-        check_header_value(status, "Status")
+        _check_latin1(check_header_value(status, "Status"), "Status")
 
     def _convert_string_type(self, value, title):
         """Convert/check value type."""
@@ -378,6 +393,12 @@ class BaseHandler:
             # RFC 9110 9.3.2 and 6.4.1: no content after HEAD, 1xx, 204, 304.
             method = self.environ.get('REQUEST_METHOD', '').upper()
             self.body_allowed = method != 'HEAD' and not _status_has_no_content(self.status)
+        if type(self.headers) is Headers:
+            # As in wsgiref, the application's own list is what is sent, and
+            # it may have changed since start_response() checked it: a CR/LF
+            # added since would split the response. (What the handler adds
+            # below goes through Headers, which checks it.)
+            _check_header_items(self.headers._headers)
         self.cleanup_headers()
         self._check_declared_length()
         self.headers_sent = True

@@ -4,7 +4,7 @@ import os
 import sys
 
 from .base import SimpleHandler
-from .environ import drop_unsafe_variables, iis_path_info, read_environ
+from .environ import cgi_environ_error, drop_unsafe_variables, iis_path_info, read_environ
 
 __all__ = ['BaseCGIHandler', 'CGIHandler', 'IISCGIHandler', 'LimitedInput']
 
@@ -39,7 +39,9 @@ class LimitedInput(InputLines):
 
     PEP 3333: wsgi.input must not read past CONTENT_LENGTH, and read() with
     no size must return the rest of the body, not block on a server that
-    keeps its end of the pipe open.
+    keeps its end of the pipe open. A body that ends before *length* bytes
+    raises OSError (as mod_wsgi does): a silently short body would be taken
+    for the whole upload.
     """
 
     __slots__ = ('stream', 'remaining')
@@ -53,10 +55,22 @@ class LimitedInput(InputLines):
             size = self.remaining
         if not size:
             return b''
-        data = self.stream.read(size)
+        if size <= _READ_STEP:
+            data = self.stream.read(size)
+        else:
+            # A length the server claims is no memory to set aside at once
+            # (read(n) allocates n bytes first): take what arrives, in steps.
+            parts, left = [], size
+            while left:
+                part = self.stream.read(min(left, _READ_STEP))
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+            data = b''.join(parts)
         self.remaining -= len(data)
         if len(data) < size:
-            self.remaining = 0  # the server ended the body early
+            self._ended_early()
         return data
 
     def readline(self, size=-1):
@@ -64,14 +78,23 @@ class LimitedInput(InputLines):
             size = self.remaining
         if not size:
             return b''
-        data = self.stream.readline(size)
+        data = self.stream.readline(min(size, sys.maxsize))  # a CONTENT_LENGTH may be larger
         self.remaining -= len(data)
         if not data:
-            self.remaining = 0
+            self._ended_early()
         return data
+
+    def _ended_early(self):
+        missing, self.remaining = self.remaining, 0
+        raise OSError(f"the request body ended {missing} bytes short of its CONTENT_LENGTH:"
+                      " the client or the web server stopped sending")
 
     def close(self):
         pass
+
+
+# Largest single read from stdin; longer reads go in steps of this size.
+_READ_STEP = 1 << 24
 
 
 def _request_body(stream, environ):
@@ -138,6 +161,15 @@ class CGIHandler(BaseCGIHandler):
             self, sys.stdin.buffer, sys.stdout.buffer, sys.stderr,
             self.request_environ(), multithread=False, multiprocess=True
         )
+
+    def add_cgi_vars(self):
+        BaseCGIHandler.add_cgi_vars(self)
+        # The application never sees an environ PEP 3333 does not allow:
+        # this becomes the 500 it is (the web server's failure) and the log
+        # says why.
+        error = cgi_environ_error(self.environ)
+        if error:
+            raise ValueError(error)
 
     @staticmethod
     def request_environ():

@@ -10,7 +10,7 @@ import os
 import sys
 
 __all__ = ['read_environ', 'transcode_environ', 'iis_path_info', 'with_iis_path_info',
-           'drop_unsafe_variables']
+           'drop_unsafe_variables', 'cgi_environ_error']
 
 # Variables whose values come from the request, and so are bytes the server
 # put in the environment. wsgiref's list, plus the URI and path variables
@@ -27,6 +27,13 @@ _REQUEST_VARIABLES = frozenset({
 # PEP 3333 (and RFC 3875): the body's type and length are CONTENT_TYPE and
 # CONTENT_LENGTH only; IIS also passes the headers as HTTP_CONTENT_*.
 UNSAFE_VARIABLES = ('HTTP_PROXY', 'HTTP_CONTENT_TYPE', 'HTTP_CONTENT_LENGTH')
+
+
+# What makes a request: PEP 3333 promises these to every application and
+# RFC 3875 4.1 has the web server set them. (So it does SERVER_NAME, but
+# nginx sends it empty for a server block without server_name; applications
+# take the host from HTTP_HOST first anyway.)
+REQUIRED_VARIABLES = ('REQUEST_METHOD', 'SERVER_PROTOCOL')
 
 
 def _needs_transcode(name):
@@ -107,3 +114,20 @@ def drop_unsafe_variables(environ):
     """Remove request variables that must never reach the application."""
     for name in UNSAFE_VARIABLES:
         environ.pop(name, None)
+
+
+def cgi_environ_error(environ):
+    """Why *environ* is no CGI request an application may be given, or None.
+
+    RFC 3875 puts every one of these on the web server, so each is the
+    server's failure (a 500), not the client's: a missing required variable,
+    or a CONTENT_LENGTH that is not ``1*digit`` (RFC 3875 4.1.2; a web server
+    answers 400 to such a Content-Length itself).
+    """
+    for name in REQUIRED_VARIABLES:
+        if not environ.get(name):
+            return f"the web server set no {name}: not a CGI request (RFC 3875 4.1, PEP 3333)"
+    length = environ.get('CONTENT_LENGTH', '')
+    if length and not (length.isdigit() and length.isascii()):
+        return f"CONTENT_LENGTH is not a non-negative integer: {length!r}"
+    return None
