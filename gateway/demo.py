@@ -5,15 +5,32 @@
     <mount>/echo        the request body, as sent
     <mount>/bytes/N     N bytes, streamed in blocks
     <mount>/error       raises, to show the 500 page (no traceback leaks)
+    <mount>/bad-header/KIND
+                        answers with a response header holding a CR or LF
+                        (KIND: crlf, lf, cr, name, status): the gateway refuses
+                        it, the client gets the 500 page and no injected header
+    <mount>/process-env the names of the HTTP_* variables in the process
+                        environment (a CGI program gets the request's headers
+                        there; HTTP_PROXY must never be among them)
 
 The front's name comes from GATEWAY_FRONT in the environment (set per
 container or web-server config), else from SERVER_SOFTWARE.
 """
 
 import json
+import os
 
 _BLOCK = 64 * 1024
 _MAX_BYTES = 1 << 30
+# Fixed attempts at response splitting, none taken from the request:
+# KIND -> (status, header name, header value).
+_BAD_HEADERS = {
+    'crlf': ('200 OK', 'X-Demo', 'ok\r\nX-Injected: crlf'),
+    'lf': ('200 OK', 'X-Demo', 'ok\nX-Injected: lf'),
+    'cr': ('200 OK', 'X-Demo', 'ok\rX-Injected: cr'),
+    'name': ('200 OK', 'X-Demo\r\nX-Injected: name', 'ok'),
+    'status': ('200 OK\r\nX-Injected: status', 'X-Demo', 'ok'),
+}
 
 
 def _page(environ):
@@ -75,6 +92,18 @@ def app(environ, start_response):
         start_response('200 OK', [('Content-Type', 'application/octet-stream'),
                                   ('Content-Length', str(count))])
         return _bytes(count)
+    if path.startswith('/bad-header/') and path[len('/bad-header/'):] in _BAD_HEADERS:
+        status, name, value = _BAD_HEADERS[path[len('/bad-header/'):]]
+        start_response(status, [('Content-Type', 'text/plain'), (name, value)])
+        return [b'this response should never have been sent\n']
+    if path == '/process-env':
+        # Names only: the values of the server's own variables are not the
+        # client's business.
+        body = json.dumps(sorted(name for name in os.environ if name.startswith('HTTP_')))
+        body = body.encode('ascii')
+        start_response('200 OK', [('Content-Type', 'application/json'),
+                                  ('Content-Length', str(len(body)))])
+        return [body]
     if path == '/error':
         raise RuntimeError('the demo application failed on purpose (/error)')
     start_response('404 Not Found', [('Content-Type', 'text/plain')])

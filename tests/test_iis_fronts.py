@@ -186,6 +186,12 @@ class IISContract(FrontContract):
         assert env['CONTENT_TYPE'] == 'text/plain'
         assert 'HTTP_CONTENT_TYPE' not in env and 'HTTP_CONTENT_LENGTH' not in env
 
+    def test_header_spelt_with_underscores_alone_is_passed_on(self, front):
+        # Unlike nginx and Apache, IIS keeps it (iis/README.md): nothing
+        # between IIS and the application drops it either.
+        env = environ_of(front, '/app/env', X_Real_User='mallory')
+        assert env['HTTP_X_REAL_USER'] == 'mallory'
+
 
 class TestIISCGI(IISContract):
 

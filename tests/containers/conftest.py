@@ -19,6 +19,7 @@ Environment:
                              (default: the engine's default network)
 """
 
+import json
 import os
 import socket
 import struct
@@ -31,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from conftest import unavailable
+from webservers import http_request
 
 # Ryuk, testcontainers' reaper, is pulled from a registry: the fixtures below
 # remove their containers themselves instead.
@@ -221,6 +223,54 @@ def run_once(docker_client, image, command, **kwargs):
         container.remove(force=True)
 
 
+# Every process of a container, as JSON: its command line, real, effective,
+# saved and file-system uids and gids, effective and bounding capability
+# sets, and whether it may gain privileges (NoNewPrivs 1: it may not).
+PROCESS_PROBE = """
+import json, os
+found = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/status") as stream:
+            fields = dict(line.split(":", 1) for line in stream if ":" in line)
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            command = stream.read().replace(b"\\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        continue  # gone meanwhile
+    found.append({
+        "pid": int(pid), "command": command,
+        "uids": [int(uid) for uid in fields["Uid"].split()],
+        "gids": [int(gid) for gid in fields["Gid"].split()],
+        "cap_eff": int(fields["CapEff"], 16), "cap_bnd": int(fields["CapBnd"], 16),
+        "no_new_privs": int(fields["NoNewPrivs"]),
+    })
+print(json.dumps(found))
+"""
+
+
+def processes_of(wrapped):
+    """PROCESS_PROBE's report on the running docker container ``wrapped``."""
+    code, output = wrapped.exec_run(["python3", "-c", PROCESS_PROBE])
+    assert code == 0, output
+    return json.loads(output)
+
+
+def assert_least_privilege(processes, where):
+    """No process of ``processes`` (processes_of's report) is root's, holds or
+    may gain a capability, or may gain privileges at all."""
+    assert processes, f"{where}: no process found"
+    for process in processes:
+        if process["command"] == "runc init":
+            # The container runtime setting up a process it is starting in
+            # the container (a health check, a probe): root for a moment,
+            # then the container's user, with its limits.
+            continue
+        what = f"{where}: {process['command']!r} (pid {process['pid']})"
+        assert 0 not in process["uids"] and 0 not in process["gids"], what
+        assert process["cap_eff"] == 0 and process["cap_bnd"] == 0, what
+        assert process["no_new_privs"] == 1, what
+
+
 def fastcgi_request(host, port, params, stdin=b"", timeout=5):
     """Send one FastCGI RESPONDER request; return the STDOUT stream's bytes.
 
@@ -369,3 +419,88 @@ def own_app_directory(tmp_path):
     os.chmod(directory, 0o755)
     os.chmod(directory / "hello.py", 0o644)
     return directory
+
+
+# The fronts of the appliance: name -> (image, GATEWAY_FRONT, how it reaches
+# the FastCGI server: None when it runs the gateway itself, "tcp" or "unix").
+FRONTS = {
+    "nginx-fastcgi-tcp": ("nginx", "nginx-fastcgi", "tcp"),
+    "nginx-fastcgi-unix": ("nginx", "nginx-fastcgi", "unix"),
+    "nginx-cgi": ("nginx", "nginx-cgi", None),
+    "apache-cgi": ("apache", "apache-cgi", None),
+    "apache-proxy-fcgi-tcp": ("apache", "apache-proxy-fcgi", "tcp"),
+    "apache-proxy-fcgi-unix": ("apache", "apache-proxy-fcgi", "unix"),
+    "apache-fcgid": ("apache", "apache-fcgid", None),
+}
+FASTCGI_SERVER_FRONTS = [name for name, (_, _, transport) in FRONTS.items() if transport]
+# The fronts that run the gateway as a CGI program, one process per request.
+CGI_FRONTS = ["nginx-cgi", "apache-cgi"]
+# What the demo application's /error writes to the log (with its traceback).
+ERROR_LOG_LINE = "the demo application failed on purpose"
+# The last line of that traceback: once per error (the line of source code
+# the traceback quotes also holds ERROR_LOG_LINE).
+ERROR_LOG_EXCEPTION = "RuntimeError: " + ERROR_LOG_LINE
+
+
+class Front:
+    """A front container, published on 127.0.0.1, as FrontContract wants it."""
+
+    def __init__(self, name, container, server=None):
+        self.name = name
+        self.image, self.front, self.transport = FRONTS[name]
+        self.container = container
+        self.server = server  # the FastCGI server container, if any
+        self.port = host_port(container, self.image)[1]
+
+    def request(self, method, path, body=None, headers=None):
+        return http_request(self.port, method, path, body, headers)
+
+    def log(self):
+        """The log the application's errors go to."""
+        return logs(self.server or self.container)
+
+    def app_errors(self):
+        """How many times the demo's /error has run, as its log shows."""
+        return self.log().count(ERROR_LOG_EXCEPTION)
+
+
+def run_front(stack, request, name, **settings):
+    """Start front ``name``'s web-server container; ``settings`` add to its
+    environment and volumes."""
+    image, front, transport = FRONTS[name]
+    env = {"GATEWAY_FRONT": front, **settings.pop("env", {})}
+    volumes = list(settings.pop("volumes", []))
+    server = None
+    if transport:
+        server = request.getfixturevalue("fastcgi_app")
+        if transport == "tcp":
+            env["GATEWAY_FASTCGI"] = f"{APP_HOST}:9000"
+        else:  # the images' default address: SOCKET
+            volumes.append((request.getfixturevalue("socket_volume"), SOCKET_DIR, "rw"))
+    container = stack.enter_context(started(
+        request.getfixturevalue("gateway_image")(image), ports=(8080,), env=env,
+        volumes=volumes, network=request.getfixturevalue("docker_network"),
+        tmpfs=TMPFS[image], **LOCKED_DOWN, **settings))
+    return Front(name, wait_serving(container, image), server)
+
+
+@pytest.fixture(scope="session")
+def front_pool(request, gateway_image, docker_network, socket_volume):
+    """``front_pool(name)``: front ``name`` running the demo, started once per
+    session and shared by every module that tests the fronts. (The fixtures
+    it names are there to be torn down after it.)"""
+    running = {}
+
+    def get(name):
+        if name not in running:
+            running[name] = run_front(stack, request, name)
+        return running[name]
+
+    with ExitStack() as stack:
+        yield get
+
+
+@pytest.fixture(scope="module", params=list(FRONTS))
+def front(request, front_pool):
+    """Each front in turn (parametrize it indirectly to pick some)."""
+    return front_pool(request.param)

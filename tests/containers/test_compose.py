@@ -18,7 +18,10 @@ import pytest
 from conftest import unavailable
 from webservers import free_port, http_request
 
-from .conftest import REPO, SOCKET, SOCKET_DIR, own_app_directory, unique_name, wait_until
+from .conftest import (
+    REPO, SOCKET, SOCKET_DIR, assert_least_privilege, own_app_directory, processes_of, unique_name,
+    wait_until,
+)
 
 pytestmark = pytest.mark.container
 
@@ -100,6 +103,8 @@ def test_compose_serves_the_demo_on_every_front(compose_command, docker_client):
             config = container.attrs["HostConfig"]
             assert config["ReadonlyRootfs"] and config["CapDrop"] == ["ALL"], service
             assert container.attrs["Config"]["User"] not in ("", "root", "0"), service
+            # every process the service runs, now that each front has served
+            assert_least_privilege(processes_of(container), service)
             # every port is published on the loopback interface only
             for bindings in (container.attrs["NetworkSettings"]["Ports"] or {}).values():
                 assert all(binding["HostIp"] == "127.0.0.1" for binding in bindings or ()), service

@@ -4,7 +4,8 @@ Each front is a web-server container of the nginx or Apache image, told by
 GATEWAY_FRONT how to serve the demo application at /app; the fronts that talk
 to the gateway's FastCGI server share one server container (``fastcgi_app``),
 over TCP or over a unix socket on a shared volume. Containers run locked down,
-as docker-compose.yml runs them.
+as docker-compose.yml runs them. The fronts (conftest's ``front``) are started
+once per session and shared with the other modules that test them.
 """
 
 import http.client
@@ -14,72 +15,13 @@ from contextlib import ExitStack
 import pytest
 
 from front_contract import FrontContract, environ_of
-from webservers import http_request
 
 from .conftest import (
-    APP_HOST, LOCKED_DOWN, SOCKET, SOCKET_DIR, TMPFS, host_port, logs, own_app_directory, started,
-    wait_serving, wait_until,
+    ERROR_LOG_LINE, FASTCGI_SERVER_FRONTS, SOCKET, SOCKET_DIR, own_app_directory, run_front,
+    wait_until,
 )
 
 pytestmark = pytest.mark.container
-
-# name: (image, GATEWAY_FRONT, how it reaches the FastCGI server: None when it
-# runs the gateway itself, "tcp" or "unix")
-FRONTS = {
-    "nginx-fastcgi-tcp": ("nginx", "nginx-fastcgi", "tcp"),
-    "nginx-fastcgi-unix": ("nginx", "nginx-fastcgi", "unix"),
-    "nginx-cgi": ("nginx", "nginx-cgi", None),
-    "apache-cgi": ("apache", "apache-cgi", None),
-    "apache-proxy-fcgi-tcp": ("apache", "apache-proxy-fcgi", "tcp"),
-    "apache-proxy-fcgi-unix": ("apache", "apache-proxy-fcgi", "unix"),
-    "apache-fcgid": ("apache", "apache-fcgid", None),
-}
-FASTCGI_SERVER_FRONTS = [name for name, (_, _, transport) in FRONTS.items() if transport]
-ERROR_LOG_LINE = "the demo application failed on purpose"
-
-
-class Front:
-    """A front container, published on 127.0.0.1, as FrontContract wants it."""
-
-    def __init__(self, name, container, server=None):
-        self.name = name
-        self.image, self.front, self.transport = FRONTS[name]
-        self.container = container
-        self.server = server  # the FastCGI server container, if any
-        self.port = host_port(container, self.image)[1]
-
-    def request(self, method, path, body=None, headers=None):
-        return http_request(self.port, method, path, body, headers)
-
-    def log(self):
-        """The log the application's errors go to."""
-        return logs(self.server or self.container)
-
-
-def run_front(stack, request, name, **settings):
-    """Start front ``name``'s web-server container; ``settings`` add to its
-    environment and volumes."""
-    image, front, transport = FRONTS[name]
-    env = {"GATEWAY_FRONT": front, **settings.pop("env", {})}
-    volumes = list(settings.pop("volumes", []))
-    server = None
-    if transport:
-        server = request.getfixturevalue("fastcgi_app")
-        if transport == "tcp":
-            env["GATEWAY_FASTCGI"] = f"{APP_HOST}:9000"
-        else:  # the images' default address: SOCKET
-            volumes.append((request.getfixturevalue("socket_volume"), SOCKET_DIR, "rw"))
-    container = stack.enter_context(started(
-        request.getfixturevalue("gateway_image")(image), ports=(8080,), env=env,
-        volumes=volumes, network=request.getfixturevalue("docker_network"),
-        tmpfs=TMPFS[image], **LOCKED_DOWN, **settings))
-    return Front(name, wait_serving(container, image), server)
-
-
-@pytest.fixture(scope="module", params=list(FRONTS))
-def front(request):
-    with ExitStack() as stack:
-        yield run_front(stack, request, request.param)
 
 
 class TestFront(FrontContract):
@@ -96,9 +38,11 @@ class TestFront(FrontContract):
         assert env["HTTP_AUTHORIZATION"] == "Basic dXNlcjpwYXNz"
 
     def test_traceback_goes_to_the_log_only(self, front):
+        # The fronts are shared: count this request's line, not any earlier one.
+        before = front.app_errors()
         status, _, body = front.request("GET", "/app/error")
         assert status == 500 and ERROR_LOG_LINE.encode() not in body
-        wait_until(lambda: ERROR_LOG_LINE in front.log(), timeout=10,
+        wait_until(lambda: front.app_errors() > before, timeout=10,
                    what=f"the traceback in the log of {front.name}")
 
     def test_health_check_and_nothing_else(self, front):
