@@ -21,6 +21,9 @@ _RECV_SIZE = 1 << 16
 _poll = getattr(select, 'poll', None)
 _MSG_DONTWAIT = getattr(socket, 'MSG_DONTWAIT', 0)
 _MSG_MORE = getattr(socket, 'MSG_MORE', 0)
+# Reads per wake-up while lingering: a web server that keeps sending after
+# its answer must not keep the worker from its other connections.
+_LINGER_READS = 16
 
 
 class ServedConnection:
@@ -30,11 +33,21 @@ class ServedConnection:
     every request that is complete enough to start and returns whether the
     connection is still open. While an application runs, its reads of
     ``wsgi.input`` pull more records through ``pump()``.
+
+    Malformed input ends the connection: what the records before the bad one
+    made complete is still served (as if the bad record had come in a later
+    read), a request still waiting for input is given up, and the log names
+    the web server and what was wrong. A web server that reads nothing of a
+    response for read_timeout is dropped the same way as one that sends
+    nothing.
     """
 
     def __init__(self, sock, app, config, values, multithread=False, multiprocess=True,
-                 overloaded=False, on_request=None, idle_timeout=True, sole=False):
+                 overloaded=False, on_request=None, idle_timeout=True, sole=False, peer=None):
         self.sock = sock
+        # The address accept() returned, for the log; when not given (or
+        # empty, as for a unix socket), found when a log line needs it.
+        self.peer = peer
         self.app = app
         self.config = config
         self.values = values            # the answers to GET_VALUES
@@ -48,7 +61,11 @@ class ServedConnection:
         self.running_id = None
         self.aborted_id = None
         self.open = True
+        # The web server broke the protocol: what came before the bad record
+        # is still served, nothing more is read.
+        self.failed = False
         self.lingering = False          # answered for the last time; see _close_after_response
+        self.linger_deadline = None
         self.last_active = 0.0
         self.served = 0                 # requests answered on this connection
         # A plain socket can be polled for an ABORT_REQUEST between blocks of
@@ -100,44 +117,89 @@ class ServedConnection:
             else:
                 data = self.sock.recv(_RECV_SIZE)
             if not data:
+                self._peer_closed()
                 self.close()
                 return False
-            self.events.extend(self.protocol.receive_data(data))
+            self.events.extend(self._receive(data))
             while self.events and self.open:
                 self._dispatch(self.events.popleft())
-        except fcgi.ProtocolError as error:
-            log.warning('closing a connection from the web server: %s', error)
-            self.close()
+            if self.failed:
+                self.close()
         except socket.timeout:
-            log.warning('closing a connection: the web server sent nothing for %gs',
-                        self.config.read_timeout)
+            if self.open:
+                log.warning('closing the connection from %s: the web server sent nothing'
+                            ' for %gs', self.peer_name(), self.config.read_timeout)
             self.close()
         except OSError as error:
-            log.info('connection from the web server lost: %s', error)
+            if self.open:
+                log.info('connection from %s lost: %s', self.peer_name(), error)
+            self.close()
+        except Exception:
+            # A defect here must cost this connection, not the worker and
+            # every other connection it serves.
+            log.exception('unexpected error serving the connection from %s; closing it',
+                          self.peer_name())
             self.close()
         return self.open
+
+    def _receive(self, data):
+        """The events *data* completes. After a protocol error: those the
+        records before the bad one completed; the connection is then failed
+        and closes once they are served."""
+        try:
+            return self.protocol.receive_data(data)
+        except fcgi.ProtocolError as error:
+            log.warning('FastCGI protocol error from %s: %s; connection closed',
+                        self.peer_name(), error)
+            self.failed = True
+            return error.events
+
+    def _peer_closed(self):
+        """The web server closed its side: say what that cut short."""
+        try:
+            cut_short = self.protocol.receive_eof()
+        except fcgi.ProtocolError as error:
+            log.warning('FastCGI protocol error from %s: %s', self.peer_name(), error)
+            return
+        for event in cut_short:
+            log.info('connection from %s closed by the web server before request %d'
+                     ' was complete', self.peer_name(), event.request_id)
 
     def _dispatch(self, event):
         kind = type(event)
         if kind is fcgi.Params:
-            self._run_request(event)
+            # The records of one read are parsed before any is served, so a
+            # request may have been answered already (a refused role) when
+            # its PARAMS come up.
+            if event.request_id in self.protocol.active_requests:
+                self._run_request(event)
         elif kind is fcgi.BeginRequest:
             if self.overloaded:
-                log.warning('request refused with OVERLOADED: %d connections is this worker\'s'
-                            ' limit (--max-connections)', self.config.max_connections)
-                self._end_unserved(event.request_id, fcgi.FCGI_OVERLOADED)
+                log.warning('request %d from %s refused with OVERLOADED: %d connections is'
+                            ' this worker\'s limit (--max-connections)', event.request_id,
+                            self.peer_name(), self.config.max_connections)
+                # Closed whatever FCGI_KEEP_CONN says: this connection is the
+                # one over the limit.
+                self._end_unserved(event.request_id, fcgi.FCGI_OVERLOADED, keep=False)
             elif event.role != fcgi.FCGI_RESPONDER:
-                log.warning('request refused with UNKNOWN_ROLE: role %d is not served'
-                            ' (only RESPONDER)', event.role)
+                log.warning('request %d from %s refused with UNKNOWN_ROLE: role %d is not'
+                            ' served (only RESPONDER)', event.request_id, self.peer_name(),
+                            event.role)
                 self._end_unserved(event.request_id, fcgi.FCGI_UNKNOWN_ROLE)
         elif kind is fcgi.AbortRequest:
-            # Aborted before its PARAMS were complete: nothing ran.
-            self.send(self.protocol.end_request(event.request_id))
+            # Aborted before its PARAMS were complete, nothing ran: answered
+            # here. Aborted after it was answered (the ABORT_REQUEST came in
+            # the same read as the rest of the request): already ended, and a
+            # second END_REQUEST would be taken for the next request's.
+            if event.request_id in self.protocol.active_requests:
+                log.info('request %d from %s aborted by the web server before it started',
+                         event.request_id, self.peer_name())
+                self._end_unserved(event.request_id, fcgi.FCGI_REQUEST_COMPLETE)
         else:
             self._answer_out_of_band(event)
 
-    def _end_unserved(self, request_id, status):
-        keep = self.protocol.keep_conn(request_id)
+    def _end_unserved(self, request_id, status, keep=True):
+        keep = keep and self.protocol.keep_conn(request_id)
         self.send(self.protocol.end_request(request_id, 0, status))
         if not keep:
             self.close()
@@ -177,8 +239,9 @@ class ServedConnection:
                 return
             ended = self.input.ended or self._stdin_end_queued(request_id)
             if handler.aborted:
-                log.warning('%s: response incomplete; closing the connection so the web server'
-                            ' sees it failed', _describe(event.params))
+                log.warning('%s from %s: response incomplete; closing the connection so the'
+                            ' web server sees it failed', _describe(event.params),
+                            self.peer_name())
                 # Closed below as after any last response: input still on
                 # its way would otherwise make the close a reset, which can
                 # destroy the part of the response in flight.
@@ -188,7 +251,16 @@ class ServedConnection:
                           last=ended and not keep_conn)
         except OSError as error:
             # The web server hung up (or timed out) mid-response.
-            log.info('%s: connection lost while answering: %s', _describe(event.params), error)
+            if self.open:
+                log.info('%s from %s: connection lost while answering: %s',
+                         _describe(event.params), self.peer_name(), error)
+            self.close()
+            return
+        except Exception:
+            # The handler gave up (an error while reporting an error): the
+            # web server sees the connection close without END_REQUEST.
+            log.exception('%s from %s: unexpected error while answering; closing the'
+                          ' connection', _describe(event.params), self.peer_name())
             self.close()
             return
         finally:
@@ -225,6 +297,10 @@ class ServedConnection:
             self.close()
             return
         self.lingering = True
+        # As long as the timeout at most, silent or not: a web server that
+        # goes on sending (a body nobody reads, without end) is not owed more.
+        if self.timeout is not None:
+            self.linger_deadline = time.monotonic() + self.timeout
         # On a socket, without holding up the worker meanwhile: what is
         # there now is read at once, the rest as the owner finds the socket
         # readable again (its idle sweep closes the connection if the web
@@ -233,21 +309,30 @@ class ServedConnection:
 
     def _linger(self, wait):
         """Discard what the web server still sends; close once it closes
-        (or stays silent for the timeout, or fails). With *wait* false,
-        return when nothing more has arrived yet."""
+        (or stays silent for the timeout, or fails, or the lingering time is
+        up). With *wait* false, return when nothing more has arrived yet, or
+        after a few reads."""
+        deadline = self.linger_deadline
         try:
+            reads = 0
             while True:
                 if not self.pollable:
                     data = self.sock.recv(_RECV_SIZE)
                 else:
+                    if deadline is not None and time.monotonic() > deadline:
+                        log.info('closing the connection from %s: still sending %gs after'
+                                 ' the last answer', self.peer_name(), self.timeout)
+                        break
+                    if reads == _LINGER_READS and not wait:
+                        return
                     try:
                         data = self.sock.recv(_RECV_SIZE, self._nowait)
                     except BlockingIOError:
                         if not wait:
                             return
-                        self._wait(False, None if self.timeout is None
-                                   else time.monotonic() + self.timeout)
+                        self._wait(False, deadline)
                         continue
+                    reads += 1
                 if not data:
                     break
         except OSError:     # including socket.timeout
@@ -263,19 +348,26 @@ class ServedConnection:
         up or stays silent for read_timeout.
         """
         events = self.events
-        protocol = self.protocol
         progressed = False
         while not progressed:
             if not events:
+                if self.failed:     # the rest of the input is not coming
+                    self._abandon(request_id)
                 try:
                     data = self._recv()
                 except socket.timeout:
-                    log.warning('request %d: the web server sent no input for %gs; aborting it',
-                                request_id, self.config.read_timeout)
+                    log.warning('request %d from %s: the web server sent no input for %gs;'
+                                ' aborting it', request_id, self.peer_name(),
+                                self.config.read_timeout)
+                    self._abandon(request_id)
+                except OSError as error:
+                    log.info('request %d from %s: connection lost while reading its input: %s',
+                             request_id, self.peer_name(), error)
                     self._abandon(request_id)
                 if not data:
+                    self._peer_closed()
                     self._abandon(request_id)
-                events.extend(protocol.receive_data(data))
+                events.extend(self._receive(data))
                 continue
             event = events.popleft()
             kind = type(event)
@@ -292,6 +384,7 @@ class ServedConnection:
 
     def _aborted(self, request_id):
         """The web server aborted the running request: end its input."""
+        log.info('request %d from %s aborted by the web server', request_id, self.peer_name())
         self.input.end()
         self.aborted_id = request_id
         raise RequestAborted(request_id)
@@ -308,20 +401,25 @@ class ServedConnection:
             raise RequestAborted(request_id)
         if self.pollable:
             # Is there input? (The socket is non-blocking: this does not wait.)
+            if self.failed:
+                self._abandon(request_id)
             try:
                 data = self.sock.recv(_RECV_SIZE, self._nowait)
             except BlockingIOError:
                 return
             if not data:
+                self._peer_closed()
                 self._abandon(request_id)
             events = self.events
-            events.extend(self.protocol.receive_data(data))
+            events.extend(self._receive(data))
             # Take out this request's ABORT_REQUEST only: the records around
             # it (GET_VALUES, the next request) are still to be answered.
             for event in events:
                 if type(event) is fcgi.AbortRequest and event.request_id == request_id:
                     events.remove(event)
                     self._aborted(request_id)
+            if self.failed:
+                self._abandon(request_id)
 
     def send(self, data, last=False):
         """Send all of *data*. *last*: the connection is closed right after,
@@ -343,11 +441,29 @@ class ServedConnection:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         view = memoryview(data)[sent:]
         while view:
-            self._wait(True, deadline)
+            try:
+                self._wait(True, deadline)
+            except socket.timeout:
+                raise self._stopped_reading() from None
             try:
                 view = view[sock.send(view, nowait):]
             except BlockingIOError:
                 pass
+
+    def _stopped_reading(self):
+        """The web server has read nothing of what we send for the timeout:
+        the connection is dropped, and the error says so to whoever sent.
+
+        A ConnectionAbortedError, so that a response in progress ends as when
+        the client goes away (the iterable closed, no application error)."""
+        running = self.running_id
+        log.warning('%s from %s: the web server read nothing we sent for %gs; connection'
+                    ' closed', 'connection' if running is None else 'request %d' % running,
+                    self.peer_name(), self.timeout)
+        self.open = False
+        if self.input is not None:
+            self.input.end()
+        return ConnectionAbortedError('the web server stopped reading for %gs' % self.timeout)
 
     def _recv(self):
         """recv(), waiting at most the timeout for data (socket.timeout)."""
@@ -379,6 +495,44 @@ class ServedConnection:
             ready = ready[0] or ready[1] or ready[2]
         if not ready:
             raise socket.timeout('timed out')
+
+    def peer_name(self):
+        """The web server's address, for the log."""
+        peer = self.peer
+        if not peer:
+            try:
+                peer = self.sock.getpeername()
+            except (AttributeError, OSError):
+                peer = ''
+            if not peer and getattr(self.sock, 'family', None) == getattr(socket, 'AF_UNIX', None):
+                # A client of a unix socket has no name: name the socket.
+                try:
+                    name = self.sock.getsockname()
+                except OSError:
+                    name = ''
+                peer = 'unix:%s' % name if name else ''
+            self.peer = peer
+        if isinstance(peer, tuple):
+            host, port = peer[:2]
+            return ('[%s]:%d' if ':' in host else '%s:%d') % (host, port)
+        return peer or 'the web server'
+
+    def log_silence(self, timeout):
+        """Log why this connection, silent for more than *timeout* seconds,
+        is about to be closed: between requests that is routine, in the
+        middle of a record or of a request it is a stalled web server."""
+        partial = self.protocol.partial_record
+        if partial is not None:
+            log.warning('closing the connection from %s: silent for more than %gs in the middle'
+                        ' of a record (%d of %d bytes received)', self.peer_name(), timeout,
+                        *partial)
+        elif self.protocol.active_requests and not self.lingering:
+            log.warning('closing the connection from %s: silent for more than %gs with request'
+                        ' %s incomplete', self.peer_name(), timeout,
+                        ', '.join(map(str, self.protocol.active_requests)))
+        else:
+            log.info('closing the connection from %s: idle for more than %gs',
+                     self.peer_name(), timeout)
 
     def close(self):
         if self.open or self.sock.fileno() >= 0:

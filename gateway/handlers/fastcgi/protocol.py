@@ -130,7 +130,14 @@ class ProtocolError(Exception):
     The only exception that malformed input raises.  The message says what
     was wrong, for the log; the connection cannot be trusted afterwards and
     should be closed.
+
+    ``events`` holds what the records before the bad one completed, in
+    order: they were well formed, and a server that handles them before
+    closing behaves the same whatever the split of its input (the bad record
+    might as well have arrived in a later read).
     """
+
+    events = ()
 
 
 def _type_name(record_type):
@@ -314,6 +321,15 @@ class _Framer:
     def buffered(self):
         """How many bytes of an unfinished record are held."""
         return len(self._tail)
+
+    @property
+    def partial_record(self):
+        """``(received, needed)`` bytes of the unfinished record held, or
+        None between records.  ``needed`` counts the header alone until the
+        header is complete."""
+        if not self._tail:
+            return None
+        return len(self._tail), self._need
 
     def _check_eof(self):
         if self._tail:
@@ -537,7 +553,8 @@ class Connection(_Framer):
     def receive_data(self, data):
         """Consume bytes from the peer; return the events they complete.
 
-        Raises ProtocolError on malformed input.
+        Raises ProtocolError on malformed input; its ``events`` are those the
+        records before the bad one completed.
         """
         if self._error is not None:
             raise ProtocolError("connection already failed: %s" % self._error)
@@ -551,6 +568,7 @@ class Connection(_Framer):
             pos = self._parse(data, events)
         except ProtocolError as exc:
             self._error = exc
+            exc.events = events
             raise
         self._keep(data, pos)
         return events
@@ -628,7 +646,12 @@ class Connection(_Framer):
                     # decoded only once it is complete.
                     request.params = None
                     raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                    append(Params(rid, decode_pairs(raw)))
+                    try:
+                        params = decode_pairs(raw)
+                    except ProtocolError as exc:
+                        raise ProtocolError(
+                            "request %d: PARAMS: %s" % (rid, exc)) from None
+                    append(Params(rid, params))
             elif rtype == FCGI_STDIN:
                 if request.params is not None:
                     raise ProtocolError(
@@ -648,7 +671,10 @@ class Connection(_Framer):
     def _management(self, rtype, content):
         if rtype == FCGI_GET_VALUES:
             # The values of a query are empty; only the names matter.
-            return GetValues(list(decode_pairs(content)))
+            try:
+                return GetValues(list(decode_pairs(content)))
+            except ProtocolError as exc:
+                raise ProtocolError("GET_VALUES: %s" % exc) from None
         # Spec 4.2: any other management type gets an UNKNOWN_TYPE answer,
         # so newer peers can probe for what we support.
         return UnknownManagementRecord(rtype)
