@@ -1,5 +1,6 @@
 import os
 import sys
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,3 +35,25 @@ def wait_until(condition, timeout=10.0, what='the condition', interval=0.02):
             raise AssertionError(f'timed out after {timeout:g}s waiting for '
                                  f'{what() if callable(what) else what}')
         time.sleep(interval)
+
+
+def in_background(function, *args, **kwargs):
+    """Run *function* in a thread; the returned callable gives its result
+    (or raises its exception) once it is done, waiting at most *timeout*."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome['value'] = function(*args, **kwargs)
+        except BaseException as error:     # handed to the caller by result()
+            outcome['error'] = error
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result(timeout=30):
+        thread.join(timeout)
+        assert not thread.is_alive(), 'still running'
+        if 'error' in outcome:
+            raise outcome['error']
+        return outcome['value']
+    return result

@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 
 from conftest import REPO, wait_until  # noqa: F401 (re-exported for front tests)
 
@@ -162,3 +161,58 @@ http {{
 
 def repo_file(*parts):
     return os.path.join(REPO, *parts)
+
+
+def fastcgi_site(upstream, keep_conn=True, keepalive=8, extra=''):
+    """An http block for Nginx.start(): the application at /app through the
+    shipped nginx/app-fastcgi.conf, passed to *upstream* ("HOST:PORT" or
+    "unix:PATH"), with *extra* directives in the server block."""
+    return f"""
+    upstream gateway_fastcgi {{
+        server {upstream};
+        keepalive {keepalive};
+    }}
+    server {{
+        listen 127.0.0.1:PORT;
+        fastcgi_keep_conn {'on' if keep_conn else 'off'};
+        {extra}
+        include {repo_file('nginx', 'app-fastcgi.conf')};
+    }}
+"""
+
+
+class FastCGIBehindNginx:
+    """``gateway fastcgi ARGS`` on a loopback port with a real nginx in
+    front: ``server`` (fcgi_client.ServerProcess: its log, its workers),
+    ``nginx`` (Nginx) and ``request()`` through nginx. A context manager
+    that stops both."""
+
+    def __init__(self, directory, args, keep_conn=True, keepalive=8, extra='', env=None):
+        from fcgi_client import ServerProcess, server_env
+        self.server = ServerProcess(['--bind', '127.0.0.1:0', *args],
+                                    env=server_env(**(env or {})))
+        self.nginx = None
+        try:
+            host, port = self.server.address()
+            self.nginx = Nginx(directory).start(
+                fastcgi_site(f'{host}:{port}', keep_conn, keepalive, extra))
+        except BaseException:
+            self.server.kill()
+            raise
+        self.port = self.nginx.port
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        return http_request(self.port, method, path, body, headers, timeout)
+
+    def close(self):
+        try:
+            if self.nginx is not None:
+                self.nginx.stop()
+        finally:
+            self.server.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

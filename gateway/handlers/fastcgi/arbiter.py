@@ -16,8 +16,16 @@ Arbiter signals:
     a worker's death  a new one at once; with a growing back-off when new
                       workers keep dying before they are ready
 
-A worker whose request runs longer than ``timeout`` is killed and replaced;
-the arbiter sees request start times in a Heartbeat shared with each worker.
+A request running longer than ``timeout`` gets its worker replaced. The
+arbiter sees request start times in a Heartbeat shared with each worker,
+starts a replacement and sends the worker TIMEOUT_SIGNAL. The worker's main
+thread, where Python runs signal handlers (with one thread, the very one
+stuck in the application), stops accepting, answers each overdue request
+504, or cuts it when its response has started, and the worker exits: at
+once with one thread, once its other requests are done with more. A worker
+that has not answered within TIMEOUT_GRACE (stuck in code that never lets a
+signal handler run) is killed, and the web server sees its connections
+close.
 
 Two modes need no arbiter: ``workers == 0`` serves in this process (for a
 debugger, or a process manager that supervises by itself), and a connection
@@ -39,6 +47,7 @@ from typing import NamedTuple, Optional
 
 from ...apploader import AppLoadError, load_app
 from . import listeners as transports
+from .config import TIMEOUT_GRACE
 from .worker import Worker, serve_stream
 
 __all__ = ['Arbiter', 'Heartbeat', 'Outcome', 'serve', 'serve_in_process',
@@ -51,6 +60,9 @@ FAST_STOP_WAIT = 2.0        # SIGINT/SIGQUIT: seconds workers get before SIGKILL
 STOP_MARGIN = 1.0           # SIGTERM: workers bound their own drain; this is slack
 MAX_BACKOFF = 30.0          # seconds between tries when new workers keep failing
 GIVE_UP_AFTER = 5           # failed boots in a row, with nobody serving, before exiting
+# "Abort the request", as gunicorn's arbiter says it. A worker handles it
+# from before it reports ready, and only ready workers are sent it.
+TIMEOUT_SIGNAL = getattr(signal, 'SIGABRT', None)
 
 
 
@@ -97,6 +109,11 @@ class Heartbeat:
                 oldest = (slot, began)
         return None if oldest is None else (oldest[0], now - oldest[1])
 
+    def overdue(self, now, timeout):
+        """``[(slot, seconds)]`` of the requests in progress for longer than *timeout*."""
+        return [(slot, now - began) for slot, began in enumerate(self._slots)
+                if began and now - began > timeout]
+
     def close(self):
         self._slots.release()
         self._map.close()
@@ -114,7 +131,9 @@ class WorkerProcess:
         self.report = bytearray()
         self.ready = False
         self.retiring = False           # told to stop; not to be replaced
-        self.timed_out = False
+        self.timed_out = False          # sent TIMEOUT_SIGNAL (and already replaced)
+        self.answered = False           # ... and it answered its overdue requests
+        self.kill_at = 0.0              # when to SIGKILL it; 0: not planned
 
     def __str__(self):
         return f'worker {self.number} (pid {self.pid})'
@@ -244,6 +263,9 @@ class Arbiter:
             wait = min(wait, max(self.config.timeout / 2, 0.05))
         if self._respawn_at:
             wait = min(wait, self._respawn_at - time.monotonic())
+        for worker in self.workers.values():
+            if worker.kill_at:
+                wait = min(wait, worker.kill_at - time.monotonic())
         return max(wait, 0.0)
 
     def _sleep(self, timeout):
@@ -359,10 +381,10 @@ class Arbiter:
         code, how = _how_it_ended(status)
         if not worker.ready:
             self._boot_failed(worker, how)
+        elif worker.timed_out:
+            log.info('%s %s after --timeout; a fresh worker replaces it', worker, how)
         elif self._stopping or worker.retiring:
             log.log(logging.INFO if code == 0 else logging.WARNING, '%s %s', worker, how)
-        elif worker.timed_out:
-            log.info('%s %s; replacing it', worker, how)
         elif code == 0 and self.config.max_requests:
             log.info('%s exited after %d requests (--max-requests); replacing it',
                      worker, self.config.max_requests)
@@ -427,7 +449,10 @@ class Arbiter:
     def _check_timeouts(self):
         timeout = self.config.timeout
         now = time.monotonic()
-        if not timeout or self._stopping or now < self._next_timeout_check:
+        if not timeout or self._stopping:
+            return
+        self._kill_unanswered(now, timeout)
+        if now < self._next_timeout_check:
             return
         self._next_timeout_check = now + min(1.0, timeout / 2)
         for worker in self.workers.values():
@@ -436,9 +461,35 @@ class Arbiter:
             running = worker.heartbeat.longest_running(now)
             if running and running[1] > timeout:
                 worker.timed_out = True
+                # Replaced at once (_maintain), not when it is gone.
+                worker.retiring = True
                 log.error('%s: a request has run for %.1fs, longer than --timeout %gs '
-                          '(thread %d); killing the worker', worker, running[1], timeout, running[0])
-                self._kill(worker, signal.SIGKILL)
+                          '(thread %d); replacing the worker', worker, running[1], timeout,
+                          running[0])
+                if TIMEOUT_SIGNAL is None:
+                    self._kill(worker, signal.SIGKILL)
+                    continue
+                worker.kill_at = now + TIMEOUT_GRACE
+                self._kill(worker, TIMEOUT_SIGNAL)
+
+    def _kill_unanswered(self, now, timeout):
+        """SIGKILL the timed-out workers whose time is up."""
+        for worker in self.workers.values():
+            if not worker.kill_at or now < worker.kill_at:
+                continue
+            if not worker.answered and not worker.heartbeat.overdue(now, timeout):
+                # It answered: its other requests may finish, as in a
+                # graceful stop.
+                worker.answered = True
+                worker.kill_at = now + self.config.graceful_timeout + STOP_MARGIN
+                continue
+            worker.kill_at = 0.0
+            if worker.answered:
+                log.warning('%s did not stop in time; killing it', worker)
+            else:
+                log.error('%s did not answer its overdue request within %gs; killing it',
+                          worker, TIMEOUT_GRACE)
+            self._kill(worker, signal.SIGKILL)
 
     def _stop_workers(self):
         graceful = self._stopping == 'graceful'
@@ -525,12 +576,22 @@ def _worker_main(config, socks, heartbeat, report_w, alive_r):
         return WORKER_BOOT_ERROR
     worker = Worker(socks, app, config, heartbeat)
     _stop_on_signals(worker, in_child=True)
+    if config.timeout and TIMEOUT_SIGNAL is not None:
+        signal.signal(TIMEOUT_SIGNAL, lambda signum, frame: _end_overdue_requests(worker))
     threading.Thread(target=_stop_when_orphaned, args=(alive_r, worker), daemon=True,
                      name='arbiter-watch').start()
     _write_all(report_w, b'R')
     os.close(report_w)
     worker.run()
     return 0
+
+
+def _end_overdue_requests(worker):
+    # The arbiter saw a request run past --timeout and has replaced us.
+    if worker.answer_overdue():
+        # This handler runs on top of the overdue request: returning would
+        # resume the application, whose answer nobody wants any more.
+        _flush_and_exit(0)
 
 
 def _write_all(fd, data):

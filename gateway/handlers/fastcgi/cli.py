@@ -13,7 +13,7 @@ import sys
 
 from ...apploader import AppLoadError, env_flag
 from . import listeners as transports
-from .config import Config, default_workers
+from .config import TIMEOUT_GRACE, Config, default_workers
 
 __all__ = ['main', 'build_parser', 'configure_logging']
 
@@ -97,13 +97,15 @@ _NUMERIC_OPTIONS = (
     (('--max-requests',), int, 0, 'N', 'a number of requests',
      'replace a worker after it has served N requests, against slow leaks (default: 0, never)'),
     (('--timeout',), float, 0, 'S', _SECONDS,
-     'kill and replace a worker whose request runs longer than S seconds '
-     '(default: %(default)g; 0: never)'),
+     'a request running longer than S seconds is answered 504 Gateway Timeout (cut '
+     'instead if its response has started) and its worker replaced; a worker that '
+     'cannot answer within %gs is killed (default: %%(default)g; 0: never)' % TIMEOUT_GRACE),
     (('--graceful-timeout',), float, 0, 'S', _SECONDS,
      'on SIGTERM and reload, how long requests in progress may take to finish '
      '(default: %(default)g)'),
     (('--max-connections',), int, 0, 'N', 'a number of connections',
-     'connections per worker; beyond, requests are answered OVERLOADED (default: 0, unlimited)'),
+     'connections per worker; beyond, requests are answered OVERLOADED '
+     '(default: %(default)s; 0: unlimited)'),
     (('--read-timeout',), float, 0, 'S', _SECONDS,
      'drop a web-server connection silent for S seconds, mid-request or idle between '
      'requests (default: %(default)g; 0: never)'),

@@ -5,6 +5,10 @@ every connection. One object, built by the command line or by the flup-style
 import os
 
 
+# Seconds a worker past --timeout has to answer 504 before it is killed.
+TIMEOUT_GRACE = 2.0
+
+
 def default_workers():
     return os.cpu_count() or 1
 
@@ -28,7 +32,7 @@ class Config:
         self.threads = 1
         self.backlog = 1024
         self.max_requests = 0           # per worker; 0: never recycle
-        self.timeout = 30.0             # a request running longer gets its worker replaced; 0: never
+        self.timeout = 30.0             # a request running longer is answered 504, its worker replaced; 0: never
         self.graceful_timeout = 30.0    # SIGTERM: how long in-flight requests may take
         self.max_connections = 1024     # per worker; beyond it, BEGIN_REQUEST gets OVERLOADED; 0: unlimited
         self.read_timeout = 60.0        # a web server silent mid-request (or idle between requests) this long is dropped

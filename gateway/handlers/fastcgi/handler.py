@@ -147,6 +147,9 @@ class FastCGIHandler(BaseCGIHandler):
         self._pending = []
         self._pending_size = 0
         self._batch = False
+        # The request the connection is running, for a worker answering it
+        # 504 when it overruns --timeout (worker.py: answer_overdue).
+        connection.handler = self
 
     def finish_response(self):
         # PEP 3333 asks that a block be sent before the next is requested;

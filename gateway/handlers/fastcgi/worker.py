@@ -5,6 +5,10 @@ between requests, so idle keep-alive connections (nginx's upstream pool)
 cost nothing and never block a request that arrives on another connection.
 With one thread a readable connection is served right in the loop; with
 more, it is handed to a pool thread and comes back when its request is done.
+
+When the arbiter says a request has run past --timeout, answer_overdue()
+answers it ``504 Gateway Timeout`` (or cuts it, if its response has
+started) from the main thread, whatever the thread running it is doing.
 """
 
 import logging
@@ -25,6 +29,12 @@ log = logging.getLogger('gateway')
 _ACCEPT = object()
 _WAKE = object()
 _ACCEPT_BATCH = 16      # connections accepted per wake-up, at most
+_MSG_DONTWAIT = getattr(socket, 'MSG_DONTWAIT', 0)
+_LINGER_AFTER_TIMEOUT = 1.0     # seconds to read until the web server closes, after a 504
+
+_TIMEOUT_BODY = b'Gateway Timeout: the application did not answer in time.\n'
+_TIMEOUT_RESPONSE = (b'Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n'
+                     b'Content-Length: %d\r\n\r\n' % len(_TIMEOUT_BODY)) + _TIMEOUT_BODY
 
 
 def server_values(config, processes):
@@ -58,6 +68,7 @@ class Worker:
         self._returned = queue.SimpleQueue()
         self._work = queue.SimpleQueue()
         self._threads = []
+        self._serving = [None] * len(self._counts)     # slot -> the connection it serves
         # Built once, not per request: what each thread's connection calls
         # when a request starts and ends.
         self._on_request = [self._request_callback(slot) for slot in range(len(self._counts))]
@@ -66,6 +77,7 @@ class Worker:
     def _request_callback(self, slot):
         heartbeat = self.heartbeat
         counts = self._counts
+        serving = self._serving
 
         def on_request(started):
             if started:
@@ -75,6 +87,10 @@ class Worker:
                 counts[slot] += 1
                 if heartbeat is not None:
                     heartbeat.finished(slot)
+                # The handler refers to its connection: dropped here, the
+                # pair is freed with the connection instead of waiting for
+                # the cycle collector.
+                serving[slot].handler = None
         return on_request
 
     # -- control ------------------------------------------------------------
@@ -87,6 +103,71 @@ class Worker:
             os.write(self._wake_w, b'x')
         except OSError:
             pass
+
+    def answer_overdue(self):
+        """The arbiter saw a request run past --timeout and replaces this
+        worker: stop accepting, and end every request that has run longer
+        than --timeout: a 504 response when the application has sent
+        nothing yet, else a cut connection, and the log names each request.
+        The other requests in progress finish as in a graceful stop.
+
+        Runs in the main thread (a signal handler), so with one thread it
+        runs on top of the overdue request itself. True when the calling
+        thread was running one of them: it must not return into that
+        application.
+        """
+        self.stop(graceful=True)
+        # Before any 504 goes out: the web server's next connection must
+        # reach a worker that stays.
+        for listener in self.listeners:
+            try:
+                self.selector.unregister(listener)
+            except (KeyError, ValueError):
+                pass
+        heartbeat, timeout = self.heartbeat, self.config.timeout
+        if heartbeat is None or not timeout:
+            return False
+        in_this_thread = False
+        for slot, seconds in heartbeat.overdue(time.monotonic(), timeout):
+            conn = self._serving[slot]
+            if conn is None or conn.running_id is None:
+                continue    # it ended a moment ago
+            self._end_overdue(conn, seconds)
+            heartbeat.finished(slot)
+            # Its thread may never come back: nothing must wait for it.
+            self.connections.discard(conn)
+            in_this_thread = in_this_thread or self.config.threads == 1
+        return in_this_thread
+
+    def _end_overdue(self, conn, seconds):
+        handler = getattr(conn, 'handler', None)
+        request_id = conn.running_id
+        if handler is None or handler.request_id != request_id:
+            handler = None
+        environ = handler.environ if handler is not None else None
+        what = _describe(environ)
+        timeout = self.config.timeout
+        # Anything already on the wire (headers, or the whole response of a
+        # request that is only waiting to send END_REQUEST, whose handler
+        # has reset its environ) makes a second response impossible.
+        started = environ is None or handler.headers_sent
+        try:
+            if started:
+                log.error('%s: still running after %.1fs (--timeout %gs) with its response'
+                          ' started; connection closed', what, seconds, timeout)
+                conn.sock.shutdown(socket.SHUT_RDWR)
+                return
+            conn.send(conn.protocol.end_response(request_id, _TIMEOUT_RESPONSE))
+            log.error('%s: no response after %.1fs (--timeout %gs); answered 504 Gateway'
+                      ' Timeout', what, seconds, timeout)
+            # No further request on this connection: its thread still holds
+            # it. Closing with input unread would reset the connection and
+            # could destroy the 504 in flight, so read until the web server
+            # closes too (it does once it has the END_REQUEST).
+            conn.sock.shutdown(socket.SHUT_WR)
+            _read_until_closed(conn.sock, _LINGER_AFTER_TIMEOUT)
+        except OSError as error:
+            log.info('%s: connection lost while ending the request: %s', what, error)
 
     # -- the loop -------------------------------------------------------------
 
@@ -126,8 +207,10 @@ class Worker:
                         # taking them now spares a select() per connection.
                         # Bounded, so that connections in the selector
                         # (keep-alive ones) are not kept waiting.
+                        # A stop (a signal handler) may have come since
+                        # select() returned: then no more connections.
                         for _ in range(_ACCEPT_BATCH):
-                            if not self._accept(key.fileobj) or self.stopping:
+                            if self.stopping or not self._accept(key.fileobj):
                                 break
                     elif data is _WAKE:
                         self._drain_wake()
@@ -255,7 +338,8 @@ class Worker:
         conn = ServedConnection(sock, self.app, config, self.values,
                                 multithread=threaded,
                                 multiprocess=config.workers > 1,
-                                overloaded=bool(limit) and len(self.connections) >= limit)
+                                overloaded=bool(limit) and len(self.connections) >= limit,
+                                peer=address)
         conn.last_active = time.monotonic()
         self.connections.add(conn)
         if not threaded:
@@ -264,6 +348,7 @@ class Worker:
             # closed after its one request never enters the selector (two
             # epoll_ctl calls and a trip through select() saved).
             conn.on_request = self._on_request[0]
+            self._serving[0] = conn
             still_open = conn.handle_readable(wait=False)
             conn.last_active = time.monotonic()
             if not still_open:
@@ -276,6 +361,7 @@ class Worker:
 
     def _serve(self, conn, slot):
         conn.on_request = self._on_request[slot]
+        self._serving[slot] = conn
         # The selector said readable: a wake-up with nothing to read after
         # all (or a connection lingering after its last answer) must not
         # hold up the worker.
@@ -313,7 +399,7 @@ class Worker:
         for conn in list(self.connections):
             if conn.running_id is None and now - conn.last_active > timeout \
                     and conn.sock.fileno() >= 0 and self._is_registered(conn):
-                log.info('closing a connection idle for more than %gs', timeout)
+                conn.log_silence(timeout)
                 self._forget(conn)
 
     def _is_registered(self, conn):
@@ -355,6 +441,11 @@ class Worker:
                 conn, still_open = self._returned.get_nowait()
             except queue.Empty:
                 return
+            if conn not in self.connections:
+                # Answered by answer_overdue() while its thread was stuck:
+                # the web server has been told the request is over.
+                conn.close()
+                continue
             if still_open:
                 self.selector.register(conn.sock, selectors.EVENT_READ, conn)
             self._after_serve(conn, still_open)
@@ -371,3 +462,28 @@ def serve_stream(stream, app, config):
                             idle_timeout=False, sole=True)
     while conn.handle_readable():
         pass
+
+
+def _describe(environ):
+    if not environ:
+        return 'a request'
+    return '%s %s' % (environ.get('REQUEST_METHOD', '-'), environ.get('REQUEST_URI')
+                      or environ.get('SCRIPT_NAME', '') + environ.get('PATH_INFO', ''))
+
+
+def _read_until_closed(sock, seconds):
+    """Discard what *sock* receives until its peer closes, at most *seconds*."""
+    deadline = time.monotonic() + seconds
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                return
+            try:
+                if not sock.recv(1 << 16, _MSG_DONTWAIT):
+                    return
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                return
