@@ -119,9 +119,7 @@ def run_cgi(spec, iis=False, directory=None, log_file=None):
     from .handlers.environ import cgi_environ_error
     if cgi_environ_error(handler.base_env):
         # No request to give an application: the handler refuses it with a
-        # 500 and logs why, in one line (the traceback would be the
-        # gateway's own); loading the application would be wasted work.
-        handler.traceback_limit = 0
+        # 500 and logs why; loading the application would be wasted work.
         handler.run(error_page)
         return 1
     from .apploader import AppLoadError, load_app

@@ -101,14 +101,14 @@ def check_500(out, err, message):
 # Environments the web server got wrong: 500, the app never called.
 BROKEN = [
     ('no REQUEST_METHOD', {'REQUEST_METHOD': None},
-     'ValueError: the web server set no REQUEST_METHOD: not a CGI request '
+     'answered 500 Internal Server Error: the web server set no REQUEST_METHOD: not a CGI request '
      '(RFC 3875 4.1, PEP 3333)'),
     ('empty REQUEST_METHOD', {'REQUEST_METHOD': ''}, 'set no REQUEST_METHOD: not a CGI request '
                                                      '(RFC 3875 4.1, PEP 3333)'),
     ('no SERVER_PROTOCOL', {'SERVER_PROTOCOL': None}, 'set no SERVER_PROTOCOL: not a CGI request '
                                                       '(RFC 3875 4.1, PEP 3333)'),
     ('CONTENT_LENGTH abc', {'CONTENT_LENGTH': 'abc'},
-     "ValueError: CONTENT_LENGTH is not a non-negative integer: 'abc'"),
+     "answered 500 Internal Server Error: CONTENT_LENGTH is not a non-negative integer: 'abc'"),
     ('CONTENT_LENGTH -1', {'CONTENT_LENGTH': '-1'}, "integer: '-1'"),
     ('CONTENT_LENGTH 1e3', {'CONTENT_LENGTH': '1e3'}, "integer: '1e3'"),
     ('CONTENT_LENGTH +5', {'CONTENT_LENGTH': '+5'}, "integer: '+5'"),

@@ -328,6 +328,23 @@ def test_app_error_is_a_500_without_the_traceback(server, caplog):
     assert 'secret detail' in caplog.text
 
 
+@pytest.mark.parametrize('missing', ['REQUEST_METHOD', 'SERVER_PROTOCOL'])
+def test_params_without_a_required_variable_are_a_500_and_a_log_line(server, caplog, missing):
+    # A web server configured without its standard FastCGI parameters (an
+    # nginx location that forgot fastcgi_params) sends too little.
+    _, address = server
+    params = {name: value for name, value in PARAMS.items() if name != missing}
+    client = Client(address)
+    with caplog.at_level(logging.WARNING, logger='gateway'):
+        client.send(p.encode_begin_request(1, p.FCGI_RESPONDER, False)
+                    + p.encode_params(1, params) + p.encode_stdin(1, b''))
+        out, err, end = client.response()
+    assert out.startswith(b'Status: 500 Internal Server Error\r\n') and end == (0, 0)
+    assert f'the web server set no {missing}' in caplog.text
+    assert 'Traceback' not in caplog.text and 'the application raised' not in caplog.text
+    assert Client(address).request('/hello')[0].endswith(b'hello /hello')
+
+
 def test_error_after_headers_closes_without_end_request(server):
     _, address = server
     client = Client(address)

@@ -13,7 +13,7 @@ import time
 
 from ..headers import Headers, check_header_name, check_header_value
 from ..util import FileWrapper, _hoppish, guess_scheme
-from .environ import read_environ
+from .environ import CGIEnvironmentError, read_environ
 
 __all__ = ['BaseHandler', 'SimpleHandler', 'format_date_time']
 
@@ -435,6 +435,10 @@ class BaseHandler:
 
         Subclasses may override to retarget the output or change its format.
         """
+        if isinstance(exc_info[1], CGIEnvironmentError):
+            self.log_message("%s: answered %s: %s"
+                             % (self._request_line(), self.error_status, exc_info[1]))
+            return
         try:
             from traceback import print_exception
             stderr = self.get_stderr()

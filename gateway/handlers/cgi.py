@@ -4,7 +4,8 @@ import os
 import sys
 
 from .base import SimpleHandler
-from .environ import cgi_environ_error, drop_unsafe_variables, iis_path_info, read_environ
+from .environ import (CGIEnvironmentError, cgi_environ_error, drop_unsafe_variables,
+                      iis_path_info, read_environ)
 
 __all__ = ['BaseCGIHandler', 'CGIHandler', 'IISCGIHandler', 'LimitedInput']
 
@@ -129,10 +130,22 @@ class BaseCGIHandler(SimpleHandler):
     """
 
     origin_server = False
+    # Refuse an environ that is no CGI request (cgi_environ_error) with a
+    # 500 before the application runs. Off here, where wsgiref runs any
+    # mapping it is given; on for the handlers whose environ comes from a
+    # web server.
+    require_cgi_environ = False
 
     def add_cgi_vars(self):
         self.environ.update(self.base_env)
         drop_unsafe_variables(self.environ)
+        if self.require_cgi_environ:
+            # The application never sees an environ PEP 3333 does not
+            # allow: this becomes the 500 it is (the web server's failure)
+            # and the log says why.
+            error = cgi_environ_error(self.environ)
+            if error:
+                raise CGIEnvironmentError(error)
 
 
 class CGIHandler(BaseCGIHandler):
@@ -152,6 +165,7 @@ class CGIHandler(BaseCGIHandler):
     """
 
     wsgi_run_once = True
+    require_cgi_environ = True
     # Do not let os.environ leak between requests in multi-run CGI hosts
     # (bpo-7250): the request's variables come from read_environ() alone.
     os_environ = {}
@@ -161,15 +175,6 @@ class CGIHandler(BaseCGIHandler):
             self, sys.stdin.buffer, sys.stdout.buffer, sys.stderr,
             self.request_environ(), multithread=False, multiprocess=True
         )
-
-    def add_cgi_vars(self):
-        BaseCGIHandler.add_cgi_vars(self)
-        # The application never sees an environ PEP 3333 does not allow:
-        # this becomes the 500 it is (the web server's failure) and the log
-        # says why.
-        error = cgi_environ_error(self.environ)
-        if error:
-            raise ValueError(error)
 
     @staticmethod
     def request_environ():

@@ -10,7 +10,7 @@ import os
 import sys
 
 __all__ = ['read_environ', 'transcode_environ', 'iis_path_info', 'with_iis_path_info',
-           'drop_unsafe_variables', 'cgi_environ_error']
+           'drop_unsafe_variables', 'cgi_environ_error', 'CGIEnvironmentError']
 
 # Variables whose values come from the request, and so are bytes the server
 # put in the environment. wsgiref's list, plus the URI and path variables
@@ -114,6 +114,11 @@ def drop_unsafe_variables(environ):
     """Remove request variables that must never reach the application."""
     for name in UNSAFE_VARIABLES:
         environ.pop(name, None)
+
+
+class CGIEnvironmentError(ValueError):
+    """The web server passed an environ that is no CGI request: its failure,
+    answered 500 and logged in one line, with no traceback to look into."""
 
 
 def cgi_environ_error(environ):

@@ -10,6 +10,7 @@ body in the web server, never here.
 import logging
 
 from ..cgi import BaseCGIHandler, InputLines
+from ..environ import CGIEnvironmentError
 
 log = logging.getLogger('gateway')
 
@@ -136,6 +137,7 @@ class FastCGIHandler(BaseCGIHandler):
     """Runs one FastCGI RESPONDER request over a served connection."""
 
     os_environ = {}   # the request's PARAMS alone, as for CGIHandler
+    require_cgi_environ = True
     error_status = BaseCGIHandler.error_status
 
     def __init__(self, connection, request_id, params, errors, multithread, multiprocess):
@@ -200,6 +202,9 @@ class FastCGIHandler(BaseCGIHandler):
         self.aborted = True
 
     def log_exception(self, exc_info):
+        if isinstance(exc_info[1], CGIEnvironmentError):
+            BaseCGIHandler.log_exception(self, exc_info)    # one line, by log_message()
+            return
         log.error('%s: the application raised', self._request_line(), exc_info=exc_info)
 
     def log_message(self, message):
