@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 
-from loopback import http_get
+from loopback import free_port, http_get
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -155,12 +155,6 @@ def find_tools(args):
         raise BenchError(
             "missing: %s\ninstall with: %s" % (", ".join(missing), INSTALL_HINT))
     return httpd, wrk
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def python_version(python):

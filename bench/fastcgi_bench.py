@@ -49,7 +49,7 @@ import sysconfig
 import tempfile
 import time
 
-from loopback import http_get
+from loopback import free_port, http_get
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -195,12 +195,6 @@ def backend_command(backend, address, args, tools):
 
 # --------------------------------------------------------------------------
 # processes
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def children_of(pid):

@@ -32,8 +32,9 @@ import sys
 import time
 
 from fastcgi_bench import BenchError, Interrupted, Process, parse_wrk, port_open, wait_until
-from load_bench import add_tool_arguments, find_tools, free_port, nginx_config, prepare_run
-from loopback import http_get
+from load_bench import (add_tool_arguments, find_tools, nginx_config, prepare_run,
+                        print_verdict, server_environment)
+from loopback import free_port, http_get
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -91,9 +92,7 @@ def main(argv=None):
           % (args.rounds, args.interval))
     sys.stdout.flush()
 
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO, env.get('PYTHONPATH')]))
-    env['GATEWAY_BENCH_MARKERS'] = markers
+    env = server_environment(GATEWAY_BENCH_MARKERS=markers)
     server = nginx = load = None
     keep = args.keep
     rounds = []
@@ -159,14 +158,9 @@ def main(argv=None):
         ('at most one failed request per kill (%d kills, %d failed)' % (len(rounds), lost),
          lost <= len(rounds)),
     ]
-    print()
-    for what, ok in checks:
-        print('  %-58s %s' % (what, 'ok' if ok else 'FAILED'))
-    passed = all(ok for _, ok in checks)
-    print('\n%s' % ('PASS' if passed else 'FAIL'))
     if keep:
         print('kept: %s' % tmp)
-    return 0 if passed else 1
+    return print_verdict(checks)
 
 
 if __name__ == '__main__':

@@ -30,7 +30,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ import time
 
 from fastcgi_bench import (BenchError, Interrupted, Process, parse_wrk, port_open, rss_kib,
                            wait_until)
-from loopback import http_get
+from loopback import free_port, http_get
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -69,6 +68,24 @@ def prepare_run(prefix):
     for kind in ('client_body', 'fastcgi', 'proxy', 'uwsgi', 'scgi'):
         os.makedirs(os.path.join(tmp, kind), exist_ok=True)
     return tmp
+
+
+def server_environment(**extra):
+    """The environment of the gateway under test: this checkout importable."""
+    env = dict(os.environ, **extra)
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO, env.get('PYTHONPATH')]))
+    return env
+
+
+def print_verdict(checks):
+    """Print each (what, ok) check and PASS or FAIL; the exit status."""
+    print()
+    width = max(len(what) for what, _ in checks)
+    for what, ok in checks:
+        print('  %-*s %s' % (width, what, 'ok' if ok else 'FAILED'))
+    passed = all(ok for _, ok in checks)
+    print('\n%s' % ('PASS' if passed else 'FAIL'))
+    return 0 if passed else 1
 
 
 def find_tools(args):
@@ -247,8 +264,7 @@ def main(argv=None):
     print('load:    %s' % shlex.join(measured_argv))
     sys.stdout.flush()
 
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO, env.get('PYTHONPATH')]))
+    env = server_environment()
     server = nginx = None
     keep = args.keep
     try:
@@ -349,18 +365,7 @@ def main(argv=None):
          all(g is not None and g < bound for g in growths)),
         ('the demo page still answers', still_serving),
     ]
-    print()
-    for what, ok in checks:
-        print('  %-50s %s' % (what, 'ok' if ok else 'FAILED'))
-    passed = all(ok for _, ok in checks)
-    print('\n%s' % ('PASS' if passed else 'FAIL'))
-    return 0 if passed else 1
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+    return print_verdict(checks)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,14 @@
-"""What both benchmarks need to talk to the servers they start on 127.0.0.1."""
+"""What the benchmarks need to talk to the servers they start on 127.0.0.1."""
 
 import http.client
+import socket
+
+
+def free_port():
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def http_get(port, path, timeout=3.0):
