@@ -111,6 +111,7 @@ class BaseHandler:
     status = result = None
     headers_sent = False
     headers = None
+    _headers_as_checked = None   # a copy of the list start_response() checked
     bytes_sent = 0          # body bytes the application produced
     content_length = None   # the Content-Length the headers promised, as int
     body_allowed = True     # False for HEAD, 1xx, 204 and 304 (origin server)
@@ -248,6 +249,7 @@ class BaseHandler:
         _check_header_items(headers)
 
         self.status = status
+        self._headers_as_checked = headers[:]
         if self.headers_class is Headers:
             # Every header was checked just above; Headers() would check
             # each one again.
@@ -368,6 +370,7 @@ class BaseHandler:
             self._close_result()
         finally:
             self.result = self.headers = self.status = self.environ = None
+            self._headers_as_checked = None
             self.bytes_sent = 0
             self.headers_sent = False
             self.content_length = None
@@ -397,8 +400,10 @@ class BaseHandler:
             # As in wsgiref, the application's own list is what is sent, and
             # it may have changed since start_response() checked it: a CR/LF
             # added since would split the response. (What the handler adds
-            # below goes through Headers, which checks it.)
-            _check_header_items(self.headers._headers)
+            # below goes through Headers, which checks it.) Comparing with a
+            # copy costs a tenth of checking again.
+            if self.headers._headers != self._headers_as_checked:
+                _check_header_items(self.headers._headers)
         self.cleanup_headers()
         self._check_declared_length()
         self.headers_sent = True
