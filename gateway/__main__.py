@@ -116,7 +116,7 @@ def run_cgi(spec, iis=False, directory=None, log_file=None):
         start_response(handler.error_status, handler.error_headers[:])
         return [handler.error_body]
 
-    from .handlers.environ import cgi_environ_error
+    from .handlers import cgi_environ_error
     if cgi_environ_error(handler.base_env):
         # No request to give an application: the handler refuses it with a
         # 500 and logs why; loading the application would be wasted work.

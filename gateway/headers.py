@@ -1,195 +1,239 @@
-"""Manage HTTP response headers (the ``wsgiref.headers`` API).
+"""Response headers: ``Headers``, and the one check every status line and
+header field passes.
 
-Names and values are checked for type and for control characters on every
-path that stores them, whether or not Python runs with ``-O``: a CR or LF
-that reaches the wire splits the response.
+``start_response()``, every ``Headers`` method that stores a field and
+``gateway.validate`` go through ``check_status`` and ``check_headers`` (or
+``check_header_name``/``check_header_value`` for one field). They are
+``raise`` statements, so ``python -O`` keeps them. A shape the WSGI calling
+convention rules out (not a ``str``, not a list of pairs, no "NNN reason"
+status, a hop-by-hop field) raises ``AssertionError``, as in wsgiref; text
+that would corrupt the response (a control character other than a tab in a
+value, a character beyond ISO-8859-1, an empty name or one with a space or
+colon) raises ``ValueError``.
 """
 
-__all__ = ['Headers', 'check_header_name', 'check_header_value']
+__all__ = ['Headers', 'HOP_BY_HOP', 'is_hop_by_hop', 'check_status', 'check_headers',
+           'check_header_name', 'check_header_value']
 
-# Characters that force a parameter value to be quoted (RFC 2045 tspecials
-# plus space). ``tspecials`` itself is a compiled regex in wsgiref; it is
-# built on first use so that importing this module does not import ``re``.
-_TSPECIALS = frozenset(' ()<>@,;:\\"/[]?=')
+# RFC 2616, 13.5.1: fields that describe one connection, which only the
+# server that owns the connection may send.
+HOP_BY_HOP = frozenset(('connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization',
+                        'te', 'trailers', 'transfer-encoding', 'upgrade'))
 
+
+def is_hop_by_hop(header_name):
+    """Whether the field *header_name* (any case) is hop-by-hop."""
+    return header_name.lower() in HOP_BY_HOP
 
 def __getattr__(name):
+    # wsgiref.headers.tspecials is a compiled pattern; compiling it only
+    # when someone asks keeps `re` out of every CGI process.
     if name == 'tspecials':
         import re
-        value = re.compile(r'[ \(\)<>@,;:\\"/\[\]\?=]')
-        globals()['tspecials'] = value
-        return value
+        pattern = globals()['tspecials'] = re.compile(r'[ \(\)<>@,;:\\"/\[\]\?=]')
+        return pattern
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _has_control_char(text):
-    # isprintable() is a fast C loop that is True for the common case; a
-    # False answer may only mean a non-ASCII space, so look closer then.
-    if text.isprintable():
-        return False
-    for char in text:
-        if char < ' ' or char == '\x7f':
-            return True
-    return False
-
-
-def _check_str(value, what):
+def _require_str(value, what):
     if type(value) is not str:
         raise AssertionError(f"{what} must be of type str (got {value!r})")
-    return value
+
+
+def _first_unsendable(text, tab_allowed):
+    """The first character of *text* that cannot stand in a header line."""
+    for char in text:
+        if char < ' ' or char == '\x7f' or char > '\xff':
+            if char == '\t' and tab_allowed:
+                continue
+            return char
+    return None
+
+
+def _unsendable(what, text, char):
+    if char > '\xff':
+        return ValueError(f"{what} {text!r} holds a character outside ISO-8859-1 (PEP 3333):"
+                          " encode it first, e.g. as RFC 8187 or %-encoding")
+    return ValueError(f"{what} {text!r} holds a control character ({char!r}): refused, as"
+                      " CR and LF would split the response")
 
 
 def check_header_name(name, what="Header name"):
-    """Return *name* if it is a str free of control characters and spaces."""
-    _check_str(name, what)
-    if _has_control_char(name) or ' ' in name or ':' in name or not name:
+    """Return *name* if it can be sent as a field name; raise otherwise."""
+    _require_str(name, what)
+    char = _first_unsendable(name, tab_allowed=False)
+    if char is not None and char > '\xff':
+        raise _unsendable(what, name, char)
+    if char is not None or not name or ' ' in name or ':' in name:
         raise ValueError(f"{what} {name!r} is not a valid HTTP field name "
                          "(empty, or holds a control character, space or colon)")
     return name
 
 
 def check_header_value(value, what="Header value"):
-    """Return *value* if it is a str free of control characters (C0, DEL)."""
-    _check_str(value, what)
-    # HTAB is the one control character RFC 9110 allows inside a value.
-    if _has_control_char(value.replace('\t', ' ')):
-        raise ValueError(f"{what} {value!r} holds a control character "
-                         "(CR, LF, NUL, ...): refused to prevent response splitting")
+    """Return *value* if it can be sent as a field value; raise otherwise."""
+    _require_str(value, what)
+    char = _first_unsendable(value, tab_allowed=True)
+    if char is not None:
+        raise _unsendable(what, value, char)
     return value
 
 
-def _formatparam(param, value=None, quote=1):
-    """Format and return a key=value pair, quoting the value if needed or if
-    *quote* is true."""
-    if value is not None and len(value) > 0:
-        if quote or not _TSPECIALS.isdisjoint(value):
-            value = value.replace('\\', '\\\\').replace('"', r'\"')
-            return '%s="%s"' % (param, value)
-        return '%s=%s' % (param, value)
-    return param
+def check_status(status):
+    """Return *status* if it can be a status line: ``str``, three digits, a
+    space, a reason, and only characters a header line may hold."""
+    _require_str(status, "Status")
+    if len(status) < 4:
+        problem = "Status must be at least 4 characters"
+    elif not (status[:3].isdigit() and status[:3].isascii()):
+        problem = "Status message must begin w/3-digit code"
+    elif status[3] != ' ':
+        problem = "Status message must have a space after code"
+    else:
+        return check_header_value(status, "Status")
+    raise AssertionError(problem)
+
+
+def check_headers(headers, cgi=False):
+    """Check a WSGI header list: a ``list`` of ``(name, value)`` tuples of
+    sendable text, no hop-by-hop field, and, with *cgi* (the output goes to a
+    web server that reads CGI response headers), no ``Status`` field."""
+    if type(headers) is not list:
+        raise AssertionError(f"Headers must be a list of (name, value) tuples (got {headers!r})")
+    for field in headers:
+        if type(field) is not tuple or len(field) != 2:
+            raise AssertionError(f"Headers must be a list of (name, value) tuples (got {field!r})")
+        name, value = field
+        # Nearly every field is printable ASCII, which settles both checks
+        # with a few C calls; only the rest is looked at character by
+        # character, to say exactly what is wrong.
+        if not (type(name) is str and name.isascii() and name.isprintable() and name
+                and ' ' not in name and ':' not in name):
+            check_header_name(name)
+        if not (type(value) is str and value.isascii() and value.isprintable()):
+            check_header_value(value)
+        lowered = name.lower()
+        if lowered in HOP_BY_HOP:
+            raise AssertionError(f"Hop-by-hop header, '{name}: {value}', not allowed")
+        if cgi and lowered == 'status':
+            # A web server reading CGI output takes this field for the
+            # status line (RFC 3875, 6.3.3), over the one the application
+            # gave start_response().
+            raise ValueError(f"Header name {name!r} is refused: a web server reading CGI"
+                             f" output takes '{name}: {value}' for the response status")
 
 
 class Headers:
-    """Manage a collection of HTTP response headers"""
+    """A list of ``(name, value)`` response fields seen as a mapping: lookups
+    ignore case and give the first value (None if there is none), setting a
+    field replaces all of that name with one at the end. The list given is
+    the one changed. ``bytes()`` gives the header block as sent."""
 
     def __init__(self, headers=None):
-        headers = headers if headers is not None else []
-        if type(headers) is not list:
-            raise TypeError("Headers must be a list of name/value tuples")
-        self._headers = headers
-        for item in headers:
-            if type(item) is not tuple or len(item) != 2:
+        if headers is None:
+            headers = []
+        elif type(headers) is not list:
+            raise TypeError(f"Headers() takes a list of (name, value) tuples, not {headers!r}")
+        for field in headers:
+            if type(field) is not tuple or len(field) != 2:
                 raise AssertionError(
-                    f"Headers must be a list of (name, value) tuples (got {item!r})")
-            check_header_name(item[0])
-            check_header_value(item[1])
+                    f"Headers must be a list of (name, value) tuples (got {field!r})")
+            check_header_name(field[0])
+            check_header_value(field[1])
+        self._headers = headers
 
-    def _convert_string_type(self, value):
-        """Convert/check value type."""
-        return _check_str(value, "Header names/values")
+    @classmethod
+    def _trusted(cls, headers):
+        # The serving path's shortcut: a list check_headers() has just
+        # passed, wrapped without checking each field again.
+        wrapped = cls.__new__(cls)
+        wrapped._headers = headers
+        return wrapped
+
+    def _key(self, name):
+        _require_str(name, "Header names/values")
+        return name.lower()
 
     def __len__(self):
-        """Return the total number of headers, including duplicates."""
         return len(self._headers)
 
-    def __setitem__(self, name, val):
-        """Set the value of a header."""
+    def __setitem__(self, name, value):
+        check_header_name(name)
+        check_header_value(value)
         del self[name]
-        self._headers.append((check_header_name(name), check_header_value(val)))
+        self._headers.append((name, value))
 
     def __delitem__(self, name):
-        """Delete all occurrences of a header, if present.
-
-        Does *not* raise an exception if the header is missing.
-        """
-        name = self._convert_string_type(name.lower())
-        self._headers[:] = [kv for kv in self._headers if kv[0].lower() != name]
-
-    def __getitem__(self, name):
-        """Get the first header value for 'name'
-
-        Return None if the header is missing instead of raising an exception.
-        Use get_all() to get all the values matching a header field name.
-        """
-        return self.get(name)
+        key = self._key(name)
+        fields = self._headers
+        for index in range(len(fields) - 1, -1, -1):
+            if fields[index][0].lower() == key:
+                del fields[index]
 
     def __contains__(self, name):
-        """Return true if the message contains the header."""
-        return self.get(name) is not None
-
-    def get_all(self, name):
-        """Return a list of all the values for the named field, in the order
-        they were added; an empty list if there are none."""
-        name = self._convert_string_type(name.lower())
-        return [kv[1] for kv in self._headers if kv[0].lower() == name]
+        return bool(self.get_all(name))
 
     def get(self, name, default=None):
-        """Get the first header value for 'name', or return 'default'"""
-        name = self._convert_string_type(name.lower())
-        for k, v in self._headers:
-            if k.lower() == name:
-                return v
+        key = self._key(name)
+        for field_name, value in self._headers:
+            if field_name.lower() == key:
+                return value
         return default
 
+    __getitem__ = get
+
+    def get_all(self, name):
+        """Every value of the field *name*, in order; [] when there is none."""
+        key = self._key(name)
+        values = []
+        for field_name, value in self._headers:
+            if field_name.lower() == key:
+                values.append(value)
+        return values
+
     def keys(self):
-        """Return a list of all the header field names, in order, with
-        duplicates."""
-        return [k for k, v in self._headers]
+        return [name for name, _ in self._headers]
 
     def values(self):
-        """Return a list of all header values, in order, with duplicates."""
-        return [v for k, v in self._headers]
+        return [value for _, value in self._headers]
 
     def items(self):
-        """Get all the header fields and values, in order, with duplicates."""
+        """A copy of the underlying list."""
         return self._headers[:]
 
+    def setdefault(self, name, value):
+        """The first value of *name*; if there is none, add *value* and return it."""
+        current = self.get(name)
+        if current is not None:
+            return current
+        check_header_name(name)
+        self._headers.append((name, check_header_value(value)))
+        return value
+
+    def add_header(self, _name, _value, **_params):
+        """Add a field, keeping others of its name; keyword arguments are MIME
+        parameters, ``_`` read as ``-``, written ``name="value"`` (``None``:
+        the bare name): ``add_header('Content-Disposition', 'attachment',
+        filename='a.gif')``."""
+        parts = [] if _value is None else [_value]
+        for key, param in _params.items():
+            _require_str(key, "Header names/values")
+            if param is not None:
+                _require_str(param, "Header names/values")
+            key = key.replace('_', '-')
+            if param is None:
+                parts.append(key)
+            else:
+                parts.append('%s="%s"' % (key, param.replace('\\', '\\\\').replace('"', '\\"')))
+        check_header_name(_name)
+        self._headers.append((_name, check_header_value('; '.join(parts))))
+
     def __repr__(self):
-        return "%s(%r)" % (self.__class__.__name__, self._headers)
+        return f"{type(self).__name__}({self._headers!r})"
 
     def __str__(self):
-        """str() returns the formatted headers, complete with end line,
-        suitable for direct HTTP transmission."""
-        return '\r\n'.join(["%s: %s" % kv for kv in self._headers] + ['', ''])
+        """The header block: a ``Name: value`` line per field, and an empty line."""
+        return ''.join([f'{name}: {value}\r\n' for name, value in self._headers]) + '\r\n'
 
     def __bytes__(self):
         return str(self).encode('iso-8859-1')
-
-    def setdefault(self, name, value):
-        """Return first matching header value for 'name', or 'value'
-
-        If there is no header named 'name', add a new header with name 'name'
-        and value 'value'."""
-        result = self.get(name)
-        if result is None:
-            self._headers.append((check_header_name(name), check_header_value(value)))
-            return value
-        return result
-
-    def add_header(self, _name, _value, **_params):
-        """Extended header setting.
-
-        _name is the header field to add.  keyword arguments can be used to set
-        additional parameters for the header field, with underscores converted
-        to dashes.  Normally the parameter will be added as key="value" unless
-        value is None, in which case only the key will be added.
-
-        Example::
-
-            h.add_header('content-disposition', 'attachment', filename='bud.gif')
-
-        Unlike the corresponding 'email.message' method, this does *not*
-        handle '(charset, language, value)' tuples: all values must be
-        strings or None.
-        """
-        parts = []
-        if _value is not None:
-            parts.append(self._convert_string_type(_value))
-        for k, v in _params.items():
-            k = self._convert_string_type(k)
-            if v is None:
-                parts.append(k.replace('_', '-'))
-            else:
-                v = self._convert_string_type(v)
-                parts.append(_formatparam(k.replace('_', '-'), v))
-        self._headers.append((check_header_name(_name), check_header_value("; ".join(parts))))

@@ -1,63 +1,64 @@
-"""WSGI-related types for static type checking (the ``wsgiref.types`` API)."""
+"""Static types of PEP 3333's objects, for type checkers (the ``wsgiref.types`` API).
 
-from collections.abc import Callable
+Nothing here runs: an application annotated with these names is checked
+against the interface a server offers, whichever server that is.
+"""
+
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Protocol, Tuple, Type
+from typing import Any, Dict, List, Optional, Protocol, Tuple, Type, Union
 
-__all__ = [
-    "StartResponse",
-    "WSGIEnvironment",
-    "WSGIApplication",
-    "InputStream",
-    "ErrorStream",
-    "FileWrapper",
-]
+__all__ = ['StartResponse', 'WSGIEnvironment', 'WSGIApplication', 'InputStream', 'ErrorStream',
+           'FileWrapper']
 
+# What sys.exc_info() gives: an exception in flight, or three Nones.
 _ExcInfo = Tuple[Type[BaseException], BaseException, TracebackType]
-_OptExcInfo = Tuple[Optional[Type[BaseException]], Optional[BaseException], Optional[TracebackType]]
+_OptExcInfo = Union[_ExcInfo, Tuple[None, None, None]]
 
 
 class StartResponse(Protocol):
-    """start_response() callable as defined in PEP 3333"""
+    """The ``start_response`` callable a server passes to an application."""
 
-    def __call__(
-        self,
-        status: str,
-        headers: List[Tuple[str, str]],
-        exc_info: Optional[_OptExcInfo] = ...,
-        /,
-    ) -> Callable[[bytes], object]: ...
+    def __call__(self, status: str, headers: List[Tuple[str, str]],
+                 exc_info: Optional[_OptExcInfo] = ..., /) -> Callable[[bytes], object]: ...
 
 
+# The environ: CGI variables as str, wsgi.* keys with their own types.
 WSGIEnvironment = Dict[str, Any]
+
+# An application: called with the environ and start_response, it returns
+# the body as an iterable of bytes.
 WSGIApplication = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
 
 
 class InputStream(Protocol):
-    """WSGI input stream as defined in PEP 3333"""
+    """``wsgi.input``: the request body, read as a binary stream."""
 
     def read(self, size: int = ..., /) -> bytes: ...
+
     def readline(self, size: int = ..., /) -> bytes: ...
+
     def readlines(self, hint: int = ..., /) -> List[bytes]: ...
+
     def __iter__(self) -> Iterator[bytes]: ...
 
 
 class ErrorStream(Protocol):
-    """WSGI error stream as defined in PEP 3333"""
+    """``wsgi.errors``: the server's log, written as text."""
 
     def flush(self) -> object: ...
+
     def write(self, s: str, /) -> object: ...
+
     def writelines(self, seq: List[str], /) -> object: ...
 
 
 class _Readable(Protocol):
+    # All wsgi.file_wrapper needs of a file; close() is used when present.
     def read(self, size: int = ..., /) -> bytes: ...
-    # Optional: def close(self) -> object: ...
 
 
 class FileWrapper(Protocol):
-    """WSGI file wrapper as defined in PEP 3333"""
+    """``wsgi.file_wrapper``: makes a response iterable of a file."""
 
-    def __call__(
-        self, file: _Readable, block_size: int = ..., /,
-    ) -> Iterable[bytes]: ...
+    def __call__(self, file: _Readable, block_size: int = ..., /) -> Iterable[bytes]: ...

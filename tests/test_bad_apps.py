@@ -102,7 +102,8 @@ CASES = [
          "control character", False),
     Case('hop_by_hop_header', ERROR,
          "AssertionError: Hop-by-hop header, 'Connection: close', not allowed", False),
-    Case('start_response_twice', ERROR, 'AssertionError: Headers already set!', False),
+    Case('start_response_twice', ERROR, 'AssertionError: Headers already set: start_response()'
+         ' was called again without exc_info', False),
     Case('status_without_reason', ERROR, _bad_status('Status must be at least 4 characters'),
          False),
     Case('status_not_numeric', ERROR, _bad_status('Status message must begin w/3-digit code'),

@@ -191,7 +191,7 @@ def test_exact_and_longer_bodies_are_read_up_to_content_length(app_dir):
 
 
 def test_body_read_in_steps_beyond_the_single_read_limit(app_dir):
-    from gateway.handlers.cgi import _READ_STEP
+    from gateway.handlers.streams import _READ_STEP
     body = os.urandom(_READ_STEP + 12345)
     env = environb({'REQUEST_METHOD': 'POST', 'CONTENT_LENGTH': str(len(body))})
     out, err, rc = gateway_cgi(app_dir, env, stdin=body + b'not the body')

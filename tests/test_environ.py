@@ -7,7 +7,7 @@ import pytest
 
 from cgi_support import cgi_env, run_cgi_code, split_cgi_response
 from conftest import REPO
-from gateway.handlers.environ import iis_path_info, transcode_environ
+from gateway.handlers import iis_path_info, transcode_environ
 
 READ = ("import sys\n"
         "from {module} import read_environ\n"

@@ -295,10 +295,58 @@ def test_empty_first_block_does_not_send_headers_so_a_later_error_is_a_500():
     assert stdlib_out.startswith(b'Status: 200 OK')   # headers went out too early
 
 
-def test_handler_state_reset_after_a_disconnect():
-    class Gone(io.BytesIO):
+# A response that fails in finish_response() leaves the handler's request
+# state in place, as wsgiref's does (its testDontResetInternalStateOnException):
+# only a complete response resets the handler.
+
+@pytest.mark.parametrize('error', [ConnectionResetError(104, 'reset'), ValueError('disk full')],
+                         ids=['disconnect', 'write error'])
+def test_state_kept_after_an_error_in_finish_response(error):
+    class Failing(io.BytesIO):
         def write(self, data):
-            raise ConnectionResetError(104, 'reset')
-    handler = gw.SimpleHandler(io.BytesIO(), Gone(), io.StringIO(), environ())
+            raise error
+
+    seen = []
+    for module in (std, gw):
+        closed = []
+
+        def app(environ, start_response):
+            start_response('200 OK', [('Content-Type', 'text/plain')])
+            return wsgi_apps.ClosingIterable([b'body'], closed)
+        log = io.StringIO()
+        handler = module.SimpleHandler(io.BytesIO(), Failing(), log, environ())
+        handler.run(app)
+        seen.append((handler.status, handler.headers.items(), handler.environ['PATH_INFO'],
+                     type(handler.result).__name__, closed))
+        assert (type(error).__name__ in log.getvalue()) is isinstance(error, ValueError)
+    assert seen[1] == seen[0] == ('200 OK', [('Content-Type', 'text/plain')], '/p',
+                                  'ClosingIterable', ['closed'])
+
+
+def test_state_reset_after_a_complete_response():
+    handler = gw.SimpleHandler(io.BytesIO(), io.BytesIO(), io.StringIO(), environ())
     handler.run(wsgi_apps.hello)
-    assert (handler.status, handler.headers, handler.headers_sent) == (None, None, False)
+    assert (handler.status, handler.headers, handler.environ, handler.result) == (None,) * 4
+    assert handler.headers_sent is False
+
+
+# The process environment under every request (BaseHandler.os_environ) is
+# read when a handler first needs it, not at import: CGI handlers never need
+# it, so a CGI process reads its environment once.
+
+def test_process_environment_read_at_first_use():
+    code = ("import os, io\n"
+            "import gateway.handlers as gw\n"
+            "os.environ['SET_AFTER_IMPORT'] = 'seen'\n"
+            "seen = {}\n"
+            "def app(environ, start_response):\n"
+            "    seen.update(environ)\n"
+            "    start_response('200 OK', [])\n"
+            "    return []\n"
+            "env = {'REQUEST_METHOD': 'GET', 'SERVER_PROTOCOL': 'HTTP/1.0'}\n"
+            "gw.SimpleHandler(io.BytesIO(), io.BytesIO(), io.StringIO(), env).run(app)\n"
+            "print(seen.get('SET_AFTER_IMPORT'), seen['REQUEST_METHOD'])\n")
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=30, env={'PYTHONPATH': REPO, 'FROM_THE_START': 'x'})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['seen', 'GET']

@@ -102,7 +102,7 @@ class WSGIServer:
 
         configure_logging(self.config.log_level, only_if_unconfigured=True)
         if self._answers_as_cgi():
-            from ..cgi import CGIHandler
+            from .. import CGIHandler
             CGIHandler().run(self.config.application)
             return False
         from .arbiter import serve

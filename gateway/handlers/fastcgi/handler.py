@@ -9,8 +9,8 @@ body in the web server, never here.
 
 import logging
 
-from ..cgi import BaseCGIHandler, InputLines
-from ..environ import CGIEnvironmentError
+from .. import BaseCGIHandler, CGIEnvironmentError
+from ..streams import InputLines
 
 log = logging.getLogger('gateway')
 
@@ -167,9 +167,7 @@ class FastCGIHandler(BaseCGIHandler):
     def _flush(self):
         if self._batch and self._pending_size <= _BATCH_LIMIT:
             return
-        if self._pending_size <= _BATCH_LIMIT and (
-                not self.body_allowed or (self.content_length is not None
-                                          and self._body_written >= self.content_length)):
+        if self._pending_size <= _BATCH_LIMIT and self.body_is_complete():
             # Nothing more can follow (HEAD, or the declared length is
             # reached): keep the end for END_REQUEST's write. A web server
             # whose client closes on the last body byte would otherwise drop
