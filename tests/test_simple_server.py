@@ -1,10 +1,10 @@
 """gateway.simple_server on real sockets: byte for byte wsgiref.simple_server
-by default, its fixes, the opt-in HTTP/1.1 and threading, and the subclass
-pattern Django's development server uses."""
+by default, its fixes, the opt-in HTTP/1.1 and threading, and Django's
+development server running on it."""
 
-import collections
 import contextlib
 import io
+import logging
 import os
 import re
 import select
@@ -19,6 +19,7 @@ import pytest
 
 import gateway.simple_server as gw_server
 import wsgi_apps
+from conftest import unavailable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 10
@@ -753,134 +754,65 @@ def test_short_response_closes_a_persistent_connection():
     assert b'Content-Length: 100\r\n' in response and response.endswith(b'only a little')
 
 
-# -- the subclasses Django's development server writes --------------------------------
+# -- Django's development server, its real classes over gateway.simple_server -----
+#
+# django.core.servers.basehttp subclasses wsgiref.simple_server's WSGIServer,
+# ServerHandler and WSGIRequestHandler. The module is loaded here as Django
+# ships it, a second time and apart from the copy Django itself uses, with its
+# `from wsgiref import simple_server` answered by gateway.simple_server: the
+# same code, standing on our classes instead of wsgiref's.
 
-class LimitedStream(io.IOBase):
-    """The shape of django.core.handlers.wsgi.LimitedStream."""
-
-    def __init__(self, stream, limit):
-        self._read = stream.read
-        self._readline = stream.readline
-        self._pos = 0
-        self.limit = limit
-
-    def _size(self, size):
-        if size == -1 or size is None:
-            return self.limit - self._pos
-        return min(size, self.limit - self._pos)
-
-    def read(self, size=-1):
-        if self._pos >= self.limit:
-            return b''
-        data = self._read(self._size(size))
-        self._pos += len(data)
-        return data
-
-    def readline(self, size=-1):
-        if self._pos >= self.limit:
-            return b''
-        line = self._readline(self._size(size))
-        self._pos += len(line)
-        return line
-
-
-class FrameworkWSGIServer(gw_server.WSGIServer):
-    request_queue_size = 10
-
-    def __init__(self, *args, ipv6=False, allow_reuse_address=True, **kwargs):
-        if ipv6:
-            self.address_family = socket.AF_INET6
-        self.allow_reuse_address = allow_reuse_address
-        self.errors = []
-        super().__init__(*args, **kwargs)
-
-    def handle_error(self, request, client_address):
-        self.errors.append(sys.exc_info()[1])
-        super().handle_error(request, client_address)
-
-
-class FrameworkThreadedWSGIServer(socketserver.ThreadingMixIn, FrameworkWSGIServer):
-    daemon_threads = True
-
-
-class FrameworkServerHandler(gw_server.ServerHandler):
-    http_version = '1.1'
-
-    def __init__(self, stdin, stdout, stderr, environ, **kwargs):
-        try:
-            content_length = int(environ.get('CONTENT_LENGTH'))
-        except (ValueError, TypeError):
-            content_length = 0
-        super().__init__(LimitedStream(stdin, content_length), stdout, stderr, environ, **kwargs)
-
-    def cleanup_headers(self):
-        super().cleanup_headers()
-        if (self.environ['REQUEST_METHOD'] == 'HEAD' and 'Content-Length' in self.headers
-                and str(self.headers['Content-Length']) == '0'):
-            del self.headers['Content-Length']
-        if self.environ['REQUEST_METHOD'] != 'HEAD' and 'Content-Length' not in self.headers:
-            self.headers['Connection'] = 'close'
-        elif not isinstance(self.request_handler.server, socketserver.ThreadingMixIn):
-            self.headers['Connection'] = 'close'
-        if self.headers.get('Connection') == 'close':
-            self.request_handler.close_connection = True
-
-    def close(self):
-        self.get_stdin().read()
-        super().close()
-
-    def finish_response(self):
-        if self.environ['REQUEST_METHOD'] == 'HEAD':
-            try:
-                collections.deque(self.result, maxlen=0)
-                if not self.headers_sent:
-                    self.send_headers()
-            finally:
-                self.close()
+def load_basehttp_over_gateway():
+    """A fresh django.core.servers.basehttp whose wsgiref is gateway."""
+    import importlib.util
+    import types
+    try:
+        from django.conf import settings
+    except ImportError:
+        unavailable('Django is not installed (it is in the test extra)')
+    if not settings.configured:
+        # ThreadedWSGIServer closes database connections after each request:
+        # that needs settings, and no database is needed for that.
+        settings.configure(DATABASES={})
+    spec = importlib.util.find_spec('django.core.servers.basehttp')
+    basehttp = importlib.util.module_from_spec(spec)
+    stand_in = types.ModuleType('wsgiref')
+    stand_in.simple_server = gw_server
+    saved = sys.modules.get('wsgiref')
+    sys.modules['wsgiref'] = stand_in
+    try:
+        spec.loader.exec_module(basehttp)
+    finally:
+        if saved is None:
+            del sys.modules['wsgiref']
         else:
-            super().finish_response()
+            sys.modules['wsgiref'] = saved
+    return basehttp
 
 
-class FrameworkRequestHandler(gw_server.WSGIRequestHandler):
-    protocol_version = 'HTTP/1.1'
-    messages = []
+@pytest.fixture(scope='module')
+def basehttp():
+    return load_basehttp_over_gateway()
 
-    def address_string(self):
-        return self.client_address[0]
 
-    def log_message(self, format, *args):
-        self.messages.append(format % args)
+def test_djangos_classes_stand_on_gateways(basehttp):
+    assert basehttp.simple_server is gw_server
+    assert issubclass(basehttp.WSGIServer, gw_server.WSGIServer)
+    assert issubclass(basehttp.ServerHandler, gw_server.ServerHandler)
+    assert issubclass(basehttp.WSGIRequestHandler, gw_server.WSGIRequestHandler)
+    for cls in (basehttp.WSGIServer, basehttp.ServerHandler, basehttp.WSGIRequestHandler):
+        assert not any(base.__module__.startswith('wsgiref') for base in cls.__mro__)
 
-    def get_environ(self):
-        for k in self.headers:
-            if '_' in k:
-                del self.headers[k]
-        return super().get_environ()
 
-    def handle(self):
-        self.close_connection = True
-        self.handle_one_request()
-        while not self.close_connection:
-            self.handle_one_request()
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-        except (AttributeError, OSError):
-            pass
+class LogRecords(logging.Handler):
+    """The lines Django's request handler logs (it logs through `logging`)."""
 
-    def handle_one_request(self):
-        self.raw_requestline = self.rfile.readline(65537)
-        if len(self.raw_requestline) > 65536:
-            self.requestline = ''
-            self.request_version = ''
-            self.command = ''
-            self.send_error(414)
-            return
-        if not self.parse_request():
-            return
-        handler = FrameworkServerHandler(self.rfile, self.wfile, self.get_stderr(),
-                                         self.get_environ())
-        handler.request_handler = self
-        handler.run(self.server.get_app())
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
 
 
 def framework_app(environ, start_response):
@@ -900,23 +832,38 @@ def framework_app(environ, start_response):
 
 
 @contextlib.contextmanager
-def framework_server(server_class=FrameworkThreadedWSGIServer):
-    FrameworkRequestHandler.messages = []
-    with captured_stderr() as log:
-        server = server_class(('127.0.0.1', 0), FrameworkRequestHandler, ipv6=False)
-        server.set_app(framework_app)
-        thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05})
-        thread.start()
-        try:
-            yield server, log
-        finally:
-            server.shutdown()
-            thread.join(TIMEOUT)
-            server.server_close()
+def django_server(basehttp, threaded=True):
+    """Django's dev server, as its run() builds it, serving framework_app:
+    yields (server, stderr log, the lines Django logged)."""
+    records = LogRecords()
+    logger = logging.getLogger('django.server')
+    saved_level = logger.level
+    logger.addHandler(records)
+    logger.setLevel(logging.INFO)
+    server_class = basehttp.ThreadedWSGIServer if threaded else basehttp.WSGIServer
+    try:
+        with captured_stderr() as log:
+            server = server_class(('127.0.0.1', 0), basehttp.WSGIRequestHandler, ipv6=False)
+            server.set_app(framework_app)
+            thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05})
+            thread.start()
+            try:
+                yield server, log, records.lines
+            finally:
+                server.shutdown()
+                thread.join(TIMEOUT)
+                server.server_close()
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(saved_level)
 
 
-def test_framework_subclasses_keep_connections_alive():
-    with framework_server() as (server, log):
+def no_server_error(log):
+    return 'Exception occurred during processing' not in log.getvalue()
+
+
+def test_django_dev_server_keeps_connections_alive(basehttp):
+    with django_server(basehttp) as (server, log, lines):
         with connect(server) as sock, sock.makefile('rb') as rfile:
             sock.sendall(b'GET /a HTTP/1.1\r\nHost: x\r\nX-User: alice\r\nX_User: admin\r\n\r\n')
             first = read_response(rfile)
@@ -932,23 +879,23 @@ def test_framework_subclasses_keep_connections_alive():
     assert third[0] == 'HTTP/1.1 200 OK' and third[2] == b''
     assert stream[1]['connection'] == 'close' and 'transfer-encoding' not in stream[1]
     assert stream[2] == b'streamed body'
-    assert [m.split('"')[1] for m in FrameworkRequestHandler.messages] == [
+    assert [line.split('"')[1] for line in lines] == [
         'GET /a HTTP/1.1', 'POST /b HTTP/1.1', 'HEAD /c HTTP/1.1', 'GET /stream HTTP/1.1']
-    assert server.errors == [] and log.getvalue() == ''
+    assert log.getvalue() == ''
 
 
-def test_framework_subclasses_without_threads_close_each_connection():
-    with framework_server(FrameworkWSGIServer) as (server, log):
+def test_django_dev_server_without_threads_closes_each_connection(basehttp):
+    with django_server(basehttp, threaded=False) as (server, log, lines):
         with connect(server) as sock, sock.makefile('rb') as rfile:
             sock.sendall(b'POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi')
             status, headers, body = read_response(rfile)
             assert is_closed(rfile)
     assert headers['connection'] == 'close' and body == b"POST /x body=b'hi' user=None"
-    assert server.errors == []
+    assert no_server_error(log)
 
 
-def test_framework_subclasses_get_the_100_continue_and_the_reset():
-    with framework_server() as (server, log):
+def test_django_dev_server_gets_the_100_continue_and_the_reset(basehttp):
+    with django_server(basehttp) as (server, log, lines):
         with connect(server) as sock, sock.makefile('rb') as rfile:
             sock.sendall(b'POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n'
                          b'Expect: 100-continue\r\n\r\n')
@@ -961,7 +908,8 @@ def test_framework_subclasses_get_the_100_continue_and_the_reset():
     assert isinstance(error, ConnectionResetError)      # not a body that looks complete
     assert b'Content-Length' not in response and b'Connection: close' in response
     assert 'RuntimeError: boom after the first chunk' in log.getvalue()
-    assert server.errors == []
+    assert no_server_error(log)
+    assert [line.split('"')[1] for line in lines] == ['POST /e HTTP/1.1', 'GET /fail HTTP/1.1']
 
 
 def test_conflicting_framing_closes_a_persistent_connection():
