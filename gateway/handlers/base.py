@@ -50,7 +50,7 @@ def _check_latin1(text, what):
                          " encode it first, e.g. as RFC 8187 or %-encoding") from None
 
 
-def _check_header_items(headers):
+def _check_header_items(headers, to_a_web_server=False):
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
             raise AssertionError(f"Headers must be a list of (name, value) tuples (got {item!r})")
@@ -65,8 +65,15 @@ def _check_header_items(headers):
             _check_latin1(check_header_name(name), "Header name")
         if not (type(value) is str and value.isascii() and value.isprintable()):
             _check_latin1(check_header_value(value), "Header value")
-        if _hoppish(name.lower()):
+        lowered = name.lower()
+        if _hoppish(lowered):
             raise AssertionError(f"Hop-by-hop header, '{name}: {value}', not allowed")
+        if to_a_web_server and lowered == 'status':
+            # RFC 3875 6.3.3: a web server takes a CGI response's Status
+            # header as the status line; an application could override its
+            # own status with it, or Apache's handling of a redirect.
+            raise ValueError(f"Header 'Status: {value}' not allowed: the status is the first "
+                             "argument of start_response()")
 
 
 # RFC 9110 6.4.1: these responses never carry content, so a Content-Length
@@ -246,7 +253,7 @@ class BaseHandler:
         self._validate_status(status)
         if type(headers) is not list:
             raise AssertionError(f"Headers must be a list of (name, value) tuples (got {headers!r})")
-        _check_header_items(headers)
+        _check_header_items(headers, not self.origin_server)
 
         self.status = status
         self._headers_as_checked = headers[:]
@@ -403,7 +410,7 @@ class BaseHandler:
             # below goes through Headers, which checks it.) Comparing with a
             # copy costs a tenth of checking again.
             if self.headers._headers != self._headers_as_checked:
-                _check_header_items(self.headers._headers)
+                _check_header_items(self.headers._headers, not self.origin_server)
         self.cleanup_headers()
         self._check_declared_length()
         self.headers_sent = True
