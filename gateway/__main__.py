@@ -20,7 +20,10 @@ Serve a WSGI application behind a web server.
             from the GATEWAY_APP environment variable, since Apache's
             ScriptAlias and IIS script maps pass no arguments. Run with no
             arguments at all under a web server (GATEWAY_INTERFACE set), the
-            command also answers as CGI.
+            command also answers as CGI. Under a web server, the words a query
+            without "=" puts at the end of the command line (RFC 3875 4.4:
+            "?a+b" is two) are dropped by count, never read as options, and
+            the fastcgi command refuses to start inside a CGI request.
               --iis        use IISCGIHandler, which undoes IIS's PATH_INFO
                            (also GATEWAY_IIS=1)
               --chdir DIR  import the application from DIR (also GATEWAY_CHDIR)
@@ -42,14 +45,27 @@ Serve a WSGI application behind a web server.
 """
 
 
-def _isindex_words(environ):
-    """The words RFC 3875 4.4 has a server add to a CGI command line for a
-    query with no "=" (IIS does): they are the request's, not options."""
+def words_from_the_query(environ):
+    """How many words at the end of this process's command line a web server
+    made from the request's query; they are the visitor's, never options.
+
+    RFC 3875 4.4: for a query without "=", a server may split it on "+" and
+    append one word per piece (Apache's mod_cgi and mod_cgid do, whatever the
+    method). The words need not equal the query's: Apache unescapes them,
+    backslashes shell characters and cuts a word at %00. So they are removed
+    by count, not compared. A server that appends nothing (IIS puts them only
+    where a script map has "%s") then costs the deployment's last words, and
+    the request fails closed rather than taking options from the visitor.
+    """
     query = environ.get('QUERY_STRING', '')
     if 'GATEWAY_INTERFACE' not in environ or not query or '=' in query:
-        return []
-    from urllib.parse import unquote_plus
-    return [unquote_plus(word) for word in query.split('+')]
+        return 0
+    return query.count('+') + 1
+
+
+def in_a_cgi_request(environ):
+    """Whether this process was started by a web server to answer one request."""
+    return 'GATEWAY_INTERFACE' in environ and 'REQUEST_METHOD' in environ
 
 
 def parse_cgi_args(args, environ):
@@ -61,9 +77,6 @@ def parse_cgi_args(args, environ):
     directory = environ.get('GATEWAY_CHDIR') or None
     log_file = environ.get('GATEWAY_LOG') or None
     args = list(args)
-    words = _isindex_words(environ)
-    if words and args[-len(words):] == words:
-        del args[-len(words):]
     values = {'--chdir': directory, '--log-file': log_file}
     while args:
         arg = args.pop(0)
@@ -136,12 +149,44 @@ def run_cgi(spec, iis=False, directory=None, log_file=None):
         log.flush()
         handler.run(error_page)
         return 1
-    handler.run(app)
+    bodies = []
+
+    def application(environ, start_response):
+        bodies.append(environ['wsgi.input'])
+        return app(environ, start_response)
+    handler.run(application)
+    _discard_unread_body(bodies)
     return 0
 
 
+def _discard_unread_body(bodies):
+    """Read what the application left of a body of known length.
+
+    A CGI program that exits with request bytes still unread on a socket
+    (mod_cgid's stdin) makes the kernel reset the connection, and Apache
+    then throws away the response it was relaying. Only a body with a
+    CONTENT_LENGTH has a known end to read to.
+    """
+    from .handlers.streams import LimitedInput
+    for stream in bodies:
+        if isinstance(stream, LimitedInput):
+            try:
+                while stream.read(1 << 16):
+                    pass
+            except (OSError, ValueError):
+                pass
+
+
+def command_line(environ):
+    """This process's arguments without the words a web server added from
+    the query. An argv a deployment passes to main() itself is all its own."""
+    args = sys.argv[1:]
+    del args[max(0, len(args) - words_from_the_query(environ)):]
+    return args
+
+
 def main(argv=None):
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = command_line(os.environ) if argv is None else list(argv)
     if not args:
         if 'GATEWAY_INTERFACE' in os.environ:
             return run_cgi(*parse_cgi_args((), os.environ))
@@ -157,6 +202,13 @@ def main(argv=None):
             return 0
         return run_cgi(*parse_cgi_args(rest, os.environ))
     if command == 'fastcgi':
+        if in_a_cgi_request(os.environ):
+            # A web server runs this program once per request: a long-lived
+            # server started from here would outlive the request and read
+            # FastCGI records from the visitor's body.
+            sys.stderr.write("gateway: refusing to start the FastCGI server inside a CGI "
+                             "request (GATEWAY_INTERFACE and REQUEST_METHOD are set)\n")
+            return 2
         from .handlers.fastcgi.cli import main as fastcgi_main
         return fastcgi_main(rest)
     sys.stderr.write(f"gateway: unknown command {command!r}\n\n{USAGE}")

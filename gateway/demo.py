@@ -1,9 +1,12 @@
 """The demo application: what the appliance serves until you mount your own.
 
     <mount>/            a short HTML page: which front served it, links
-    <mount>/env...      the request's string CGI/WSGI variables as JSON
-    <mount>/echo        the request body, as sent
-    <mount>/bytes/N     N bytes, streamed in blocks
+    <mount>/env...      the request's CGI and WSGI variables as JSON; never the
+                        rest of the process environment (under CGI the two
+                        share os.environ, with whatever secrets a container
+                        or SetEnv put there)
+    <mount>/echo        the request body, as sent, up to 1 MiB (else 413)
+    <mount>/bytes/N     N bytes (N up to 1 MiB), streamed in blocks
     <mount>/error       raises, to show the 500 page (no traceback leaks)
     <mount>/bad-header/KIND
                         answers with a response header holding a CR or LF
@@ -21,7 +24,19 @@ import json
 import os
 
 _BLOCK = 64 * 1024
-_MAX_BYTES = 1 << 30
+# The most the demo reads or sends for one request: it is on every image by
+# default, so a visitor must not be able to make it hold or send much.
+_MAX_BYTES = 1 << 20
+# Variables a request brings (RFC 3875 section 4.1, and those Apache, nginx
+# and IIS add per request), besides its HTTP_* headers and the wsgi.* keys.
+_REQUEST_VARIABLES = frozenset((
+    'AUTH_TYPE', 'CONTENT_LENGTH', 'CONTENT_TYPE', 'GATEWAY_INTERFACE', 'PATH_INFO',
+    'PATH_TRANSLATED', 'QUERY_STRING', 'REMOTE_ADDR', 'REMOTE_HOST', 'REMOTE_IDENT',
+    'REMOTE_PORT', 'REMOTE_USER', 'REQUEST_METHOD', 'SCRIPT_NAME', 'SERVER_NAME',
+    'SERVER_PORT', 'SERVER_PROTOCOL', 'SERVER_SOFTWARE', 'SERVER_ADDR', 'REQUEST_URI',
+    'REQUEST_SCHEME', 'HTTPS', 'DOCUMENT_URI', 'SCRIPT_FILENAME', 'URL', 'APPL_MD_PATH',
+    'INSTANCE_META_PATH', 'GATEWAY_FRONT',
+))
 # Fixed attempts at response splitting, none taken from the request:
 # KIND -> (status, header name, header value).
 _BAD_HEADERS = {
@@ -56,6 +71,26 @@ def _bytes(count):
         yield chunk
 
 
+def _is_request_variable(name):
+    return name in _REQUEST_VARIABLES or name.startswith(('HTTP_', 'wsgi.'))
+
+
+def _body_up_to_the_cap(environ):
+    """The request body, or None when it is longer than _MAX_BYTES (then at
+    most one byte past the cap has been read)."""
+    length = environ.get('CONTENT_LENGTH', '')
+    if length.isdigit() and int(length) > _MAX_BYTES:
+        return None
+    stream, blocks, left = environ['wsgi.input'], [], _MAX_BYTES + 1
+    while left:
+        block = stream.read(min(_BLOCK, left))
+        if not block:
+            break
+        blocks.append(block)
+        left -= len(block)
+    return None if not left else b''.join(blocks)
+
+
 def app(environ, start_response):
     path = environ.get('PATH_INFO', '')
     if path in ('', '/'):
@@ -64,22 +99,18 @@ def app(environ, start_response):
                                   ('Content-Length', str(len(body)))])
         return [body]
     if path == '/env' or path.startswith('/env/'):
-        variables = {key: value for key, value in environ.items() if isinstance(value, str)}
-        variables['wsgi.url_scheme'] = environ.get('wsgi.url_scheme')
+        variables = {key: value for key, value in environ.items()
+                     if isinstance(value, str) and _is_request_variable(key)}
         # latin-1 "bytes in unicode" (PEP 3333) round-trips through JSON's \u escapes.
         body = json.dumps(variables, sort_keys=True, indent=1).encode('ascii')
         start_response('200 OK', [('Content-Type', 'application/json'),
                                   ('Content-Length', str(len(body)))])
         return [body]
     if path == '/echo':
-        stream = environ['wsgi.input']
-        blocks = []
-        while True:
-            block = stream.read(_BLOCK)
-            if not block:
-                break
-            blocks.append(block)
-        body = b''.join(blocks)
+        body = _body_up_to_the_cap(environ)
+        if body is None:
+            start_response('413 Content Too Large', [('Content-Type', 'text/plain')])
+            return [b'the demo echoes at most %d bytes\n' % _MAX_BYTES]
         start_response('200 OK', [('Content-Type', 'application/octet-stream'),
                                   ('Content-Length', str(len(body)))])
         return [body]

@@ -117,10 +117,11 @@ def check_headers(headers, cgi=False):
             raise AssertionError(f"Hop-by-hop header, '{name}: {value}', not allowed")
         if cgi and lowered == 'status':
             # A web server reading CGI output takes this field for the
-            # status line (RFC 3875, 6.3.3), over the one the application
-            # gave start_response().
-            raise ValueError(f"Header name {name!r} is refused: a web server reading CGI"
-                             f" output takes '{name}: {value}' for the response status")
+            # status line (RFC 3875, 6.3.3): the application would override
+            # the status it gave start_response(), or Apache's handling of a
+            # redirect.
+            raise ValueError(f"Header 'Status: {value}' not allowed: the status is the first"
+                             " argument of start_response()")
 
 
 class Headers:

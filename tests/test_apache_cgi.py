@@ -22,12 +22,13 @@ def site():
         return stream.read()
 
 
-def start_apache(directory, app):
+def start_apache(directory, app, program=None):
+    """apache/cgi.conf with *program* (default: the gateway-cgi program) at /app."""
     if not shutil.which('apache2'):
         unavailable('apache2 is not installed (scripts/test installs it)')
     if not gateway_program():
         unavailable('the gateway-cgi program is not installed (pip install -e .)')
-    return Apache(directory).start(site(), env={'GATEWAY_CGI': gateway_program(),
+    return Apache(directory).start(site(), env={'GATEWAY_CGI': program or gateway_program(),
                                                 'GATEWAY_APP': app,
                                                 'PYTHONPATH': f'{REPO}:{TESTS}'})
 
@@ -62,3 +63,16 @@ def test_broken_app_setting_is_a_500_with_a_clear_log_line(tmp_path):
         log = server.stop()
     assert status == 500 and body == ERROR_BODY
     assert "cannot import 'no_such_module'" in log
+
+
+def test_a_body_the_application_never_reads_does_not_reset_the_response(tmp_path):
+    # mod_cgid gives the program a socket for stdin: exiting with request
+    # bytes unread there resets it, and Apache discards the response.
+    server = start_apache(tmp_path, 'apps.cliapps:application')
+    try:
+        for size in (1, 200, 300000):
+            status, _, body = server.request('POST', '/app/x', body=b'x' * size)
+            assert (status, body) == (200, b'default /app|/x'), size
+    finally:
+        log = server.stop()
+    assert 'AH00574' not in log

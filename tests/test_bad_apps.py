@@ -100,6 +100,10 @@ CASES = [
          "name", False),
     Case('crlf_in_status', ERROR, "ValueError: Status '200 OK\\r\\nSet-Cookie: stolen=1' holds a "
          "control character", False),
+    Case('status_header', ERROR, "ValueError: Header 'Status: 302 Found' not allowed: the "
+         "status is the first argument of start_response()", False),
+    Case('status_header_added_after_start', ERROR, "ValueError: Header 'Status: 403 Forbidden' "
+         "not allowed: the status is the first argument of start_response()", True),
     Case('hop_by_hop_header', ERROR,
          "AssertionError: Hop-by-hop header, 'Connection: close', not allowed", False),
     Case('start_response_twice', ERROR, 'AssertionError: Headers already set: start_response()'

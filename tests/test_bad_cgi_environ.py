@@ -174,7 +174,10 @@ SHORT = 'OSError: the request body ended {} bytes short of its CONTENT_LENGTH: t
 def test_body_shorter_than_content_length(app_dir, command, query, length, missing):
     env = environb({'REQUEST_METHOD': 'POST', 'CONTENT_LENGTH': length, 'QUERY_STRING': query})
     if command == 'gateway cgi':
-        out, err, rc = gateway_cgi(app_dir, env, stdin=b'hello')
+        # A query without "=" also ends the command line, as Apache puts it
+        # there (RFC 3875 4.4), and the gateway drops it from there.
+        words = [query] if query else []
+        out, err, rc = run(GATEWAY_CGI + ['echo_app:app'] + words, env, app_dir, stdin=b'hello')
     else:
         out, err, rc = run(CGI_HANDLER, env, app_dir, stdin=b'hello')
     check_500(out, err, SHORT.format(missing))

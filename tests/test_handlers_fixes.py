@@ -350,3 +350,29 @@ def test_process_environment_read_at_first_use():
                           timeout=30, env={'PYTHONPATH': REPO, 'FROM_THE_START': 'x'})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ['seen', 'GET']
+
+
+
+# A Status header is refused only where a web server would act on it.
+
+def _status_header_app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Status', '302 Found')])
+    return [b'body']
+
+
+@pytest.mark.parametrize('module', [gw, std])
+def test_an_origin_server_sends_a_status_header_as_wsgiref_does(module):
+    out = io.BytesIO()
+    module.SimpleHandler(io.BytesIO(), out, io.StringIO(), environ()).run(_status_header_app)
+    assert out.getvalue().startswith(b'HTTP/1.0 200 OK\r\n') and b'\r\nStatus: 302 Found\r\n' in out.getvalue()
+
+
+def test_cgi_output_refuses_a_status_header_that_wsgiref_passes_on():
+    results = {}
+    for module in (gw, std):
+        out, err = io.BytesIO(), io.StringIO()
+        module.BaseCGIHandler(io.BytesIO(), out, err, environ()).run(_status_header_app)
+        results[module] = out.getvalue(), err.getvalue()
+    assert results[std][0].startswith(b'Status: 200 OK\r\n') and b'Status: 302 Found' in results[std][0]
+    assert results[gw][0].startswith(b'Status: 500 Internal Server Error\r\n')
+    assert b'302' not in results[gw][0] and "Header 'Status: 302 Found' not allowed" in results[gw][1]

@@ -63,6 +63,12 @@ def test_cgi_restriction_allows_exactly_the_handler_command():
         [(cgi_handler()['scriptProcessor'], 'true')]
 
 
+def test_cgi_mapping_asks_iis_for_no_query_words():
+    # IIS substitutes a query's words (RFC 3875 4.4) for "%s" in a script map;
+    # the gateway would then drop its own last arguments to be rid of them.
+    assert '%' not in cgi_handler()['scriptProcessor']
+
+
 def test_fastcgi_script_processor_is_full_path_bar_arguments():
     application, _ = fastcgi_application()
     assert fastcgi_handler()['scriptProcessor'] == \

@@ -241,13 +241,13 @@ class TestIISFastCGI(IISContract):
         results = []
 
         def fetch():
-            results.append(front.request('GET', '/app/bytes/2000000'))
+            results.append(front.request('GET', '/app/bytes/1000000'))
         threads = [threading.Thread(target=fetch) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert [(status, len(body)) for status, _, body in results] == [(200, 2000000)] * 8
+        assert [(status, len(body)) for status, _, body in results] == [(200, 1000000)] * 8
         status = front.status()
         assert 1 <= status['started'] <= 4 and status['exits'] == []
 

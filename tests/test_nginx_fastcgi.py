@@ -100,3 +100,17 @@ class TestNginxFastCGI(FrontContract):
         for index in range(200):
             status, _, body = front.request('GET', f'/app/bytes/{index}')
             assert status == 200 and len(body) == index
+
+
+def test_the_application_cannot_steer_nginx_with_x_accel_headers(tmp_path):
+    # With X-Accel-Redirect honoured, nginx would answer with its internal
+    # location instead of the application's response.
+    if not shutil.which('nginx'):
+        unavailable('nginx is not installed (scripts/test installs it)')
+    from webservers import FastCGIBehindNginx
+    internal = 'location /internal-only { internal; return 200 "an internal location\\n"; }'
+    with FastCGIBehindNginx(tmp_path, ['apps.fcgiapps:accel_redirect', '--workers', '1'],
+                            extra=internal) as front:
+        status, headers, body = front.request('GET', '/app/x')
+    assert (status, body) == (200, b'the application answered')
+    assert not any(name.startswith('x-accel') for name in headers)

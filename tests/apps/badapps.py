@@ -160,6 +160,19 @@ def headers_as_dict(environ, start_response):
     return Body(environ, [b'never sent'])
 
 
+def status_header(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Status', '302 Found'),
+                              ('Location', 'http://elsewhere.example/')])
+    return [b'a 200 that a web server would have sent as a redirect']
+
+
+def status_header_added_after_start(environ, start_response):
+    headers = [('Content-Type', 'text/plain')]
+    start_response('200 OK', headers)
+    headers.append(('status', '403 Forbidden'))
+    return Body(environ, [b'added after start_response'])
+
+
 def hop_by_hop_header(environ, start_response):
     _ok(start_response, [('Connection', 'close')])
     return Body(environ, [b'never sent'])

@@ -390,14 +390,15 @@ def socket_volume(docker_client):
 
 @pytest.fixture(scope="session")
 def fastcgi_app(gateway_image, docker_network, socket_volume):
-    """The gateway's FastCGI server (the app image) serving the demo, reachable
+    """The gateway's FastCGI server (the app image) serving FRONT_APP, reachable
     on the test network as APP_HOST:9000 and through SOCKET in ``socket_volume``
     (mode 660), run as docker-compose.yml runs it."""
     command = ["gateway", "fastcgi", "--bind", f"unix:{SOCKET}", "--bind", "0.0.0.0:9000",
                "--unix-mode", "660"]
     with started(gateway_image("app"), ports=(9000,), command=command,
                  network=docker_network, network_aliases=[APP_HOST],
-                 volumes=[(socket_volume, SOCKET_DIR, "rw")],
+                 env=FRONT_APP["env"],
+                 volumes=[(socket_volume, SOCKET_DIR, "rw"), *FRONT_APP["volumes"]],
                  tmpfs=TMPFS["app"], **LOCKED_DOWN) as container:
         yield wait_serving(container, "app")
 
@@ -464,12 +465,19 @@ class Front:
         return self.log().count(ERROR_LOG_EXCEPTION)
 
 
+# The application the fronts serve: the demo, and /digest to read bodies up
+# to the fronts' limits (tests/containers/frontapp/frontapp.py).
+FRONT_APP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "frontapp")
+FRONT_APP = {"env": {"GATEWAY_APP": "frontapp:application", "PYTHONPATH": "/srv/frontapp"},
+             "volumes": [(FRONT_APP_DIR, "/srv/frontapp", "ro")]}
+
+
 def run_front(stack, request, name, **settings):
-    """Start front ``name``'s web-server container; ``settings`` add to its
-    environment and volumes."""
+    """Start front ``name``'s web-server container serving FRONT_APP;
+    ``settings`` add to its environment and volumes."""
     image, front, transport = FRONTS[name]
-    env = {"GATEWAY_FRONT": front, **settings.pop("env", {})}
-    volumes = list(settings.pop("volumes", []))
+    env = {"GATEWAY_FRONT": front, **FRONT_APP["env"], **settings.pop("env", {})}
+    volumes = [*FRONT_APP["volumes"], *settings.pop("volumes", [])]
     server = None
     if transport:
         server = request.getfixturevalue("fastcgi_app")

@@ -645,19 +645,9 @@ def load_application(config):
     from ``config.app``."""
     app = config.application if config.application is not None else load_app(config.app)
     if config.iis:
-        app = _with_iis_path_info(app)
+        from .handler import with_iis_path_info
+        app = with_iis_path_info(app)
     return app
-
-
-def _with_iis_path_info(app):
-    """*app*, seeing the PATH_INFO IIS meant (IISCGIHandler's fix-up)."""
-    from .. import iis_path_info
-
-    def application(environ, start_response):
-        environ['PATH_INFO'] = iis_path_info(environ)
-        return app(environ, start_response)
-    application.__wrapped__ = app
-    return application
 
 
 def describe_load_error(config, error):

@@ -9,7 +9,7 @@ body in the web server, never here.
 
 import logging
 
-from .. import BaseCGIHandler, CGIEnvironmentError
+from .. import BaseCGIHandler, CGIEnvironmentError, iis_path_info
 from ..streams import InputLines
 
 log = logging.getLogger('gateway')
@@ -17,6 +17,16 @@ log = logging.getLogger('gateway')
 # Small responses are sent in one write with END_REQUEST; beyond this the
 # buffered output goes out as it comes.
 _BATCH_LIMIT = 1 << 16
+
+
+def with_iis_path_info(app):
+    """*app*, seeing the PATH_INFO IIS meant: IISCGIHandler's fix-up, for the
+    FastCGI server that IIS runs (``--iis``)."""
+    def application(environ, start_response):
+        environ['PATH_INFO'] = iis_path_info(environ)
+        return app(environ, start_response)
+    application.__wrapped__ = app
+    return application
 
 
 class RequestAborted(ConnectionAbortedError):
