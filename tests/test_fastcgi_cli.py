@@ -81,6 +81,61 @@ def test_bad_web_server_addrs_is_a_usage_error():
     assert "FCGI_WEB_SERVER_ADDRS: 'nginx.local' is not an IP address" in output
 
 
+EVERYWHERE = 'listens on every interface'
+
+
+@pytest.mark.parametrize('bind', ['0.0.0.0:0', '[::]:0', '0:0'])
+def test_a_bind_on_every_interface_needs_an_allow_list(bind, tmp_path):
+    """Anyone who reaches such a port could send the PARAMS of their
+    choice (REMOTE_USER, HTTPS, REMOTE_ADDR): refused before anything is
+    bound or forked, unless --web-server-addrs says who may connect."""
+    path = tmp_path / 'first.sock'
+    status, output = run_cli(APP, '--bind', f'unix:{path}', '--bind', bind, '--workers', '1')
+    assert status == 2, output
+    [line] = error_lines(output)
+    assert line.startswith(f'gateway fastcgi: error: --bind {bind} {EVERYWHERE}'), line
+    assert '--web-server-addrs' in line and "'any'" in line
+    assert 'listening on' not in output and 'worker' not in output
+    assert not path.exists(), 'a socket was bound before the refusal'
+
+
+def test_an_inherited_socket_on_every_interface_needs_an_allow_list():
+    with socket.create_server(('0.0.0.0', 0)) as inherited:
+        fd = inherited.fileno()
+        done = subprocess.run([sys.executable, '-m', 'gateway', 'fastcgi', APP, '--bind',
+                               f'fd://{fd}', '--workers', '1'], cwd=TESTS, env=server_env(),
+                              pass_fds=[fd], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 2, done.stderr
+    [line] = error_lines(done.stderr)
+    assert EVERYWHERE in line and '--web-server-addrs' in line and f'(fd://{fd})' in line
+    assert 'worker' not in done.stderr
+
+
+@pytest.mark.parametrize('setting', [
+    ['--web-server-addrs', ''], ['--web-server-addrs', ' , '],
+    {'FCGI_WEB_SERVER_ADDRS': ''}, {'FCGI_WEB_SERVER_ADDRS': ','},
+])
+def test_an_empty_allow_list_is_an_error_not_anyone(setting):
+    args, env = (setting, {}) if isinstance(setting, list) else ([], setting)
+    status, output = run_cli(APP, '--bind', '127.0.0.1:0', *args, env=server_env(**env))
+    assert status == 2
+    [line] = error_lines(output)
+    name = '--web-server-addrs' if args else 'FCGI_WEB_SERVER_ADDRS'
+    assert line.startswith(f'gateway fastcgi: error: {name}: empty'), line
+
+
+@pytest.mark.parametrize('how', ['range', 'any'])
+def test_a_bind_on_every_interface_with_an_allow_list_serves(how):
+    env = server_env(FCGI_WEB_SERVER_ADDRS='any') if how == 'any' else None
+    args = [] if how == 'any' else ['--web-server-addrs', '127.0.0.0/8']
+    with ServerProcess([APP, '--bind', '0.0.0.0:0', '--workers', '1', *args], env=env) as server:
+        _, port = server.address()
+        assert get(('127.0.0.1', port), '/peer').status == 200
+        said = ('TCP connections accepted from anyone (FCGI_WEB_SERVER_ADDRS=any)' if how == 'any'
+                else 'TCP connections accepted only from 127.0.0.0/8 (--web-server-addrs)')
+        assert said in server.log
+
+
 def test_missing_application_module_is_named_with_the_reason():
     status, output = run_cli('no_such_module:app', '--bind', '127.0.0.1:0', '--workers', '3')
     assert status == 1

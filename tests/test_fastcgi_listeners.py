@@ -3,6 +3,7 @@ it over, unix socket files, and FCGI_WEB_SERVER_ADDRS."""
 
 import grp
 import os
+import re
 import shutil
 import socket
 import stat
@@ -241,16 +242,61 @@ def test_peer_check():
     assert not L.peer_allowed(('::2', 5000, 0, 0), allowed)
     assert L.peer_allowed('', allowed)                                   # unix peer
     assert L.peer_allowed(b'', allowed)
-    # Raw settings work too (the worker may pass the config value as is).
-    assert L.peer_allowed(('::ffff:10.0.0.1', 1, 0, 0), ['10.0.0.1'])
-    assert not L.peer_allowed(('10.0.0.2', 1), '10.0.0.1')
-    # Unset or empty: anyone.
+    # Unset: None, and anyone may connect (but see the wildcard tests).
     assert L.allowed_peers(None, environ={}) is None
-    assert L.allowed_peers(' , ') is None
     assert L.peer_allowed(('192.0.2.1', 1), None)
-    assert L.allowed_peers(None, environ={'FCGI_WEB_SERVER_ADDRS': '10.1.1.1'}) >= {'10.1.1.1'}
+    from_env = L.allowed_peers(None, environ={'FCGI_WEB_SERVER_ADDRS': '10.1.1.1'})
+    assert L.peer_allowed(('10.1.1.1', 1), from_env)
+    assert not L.peer_allowed(('10.1.1.2', 1), from_env)
     with pytest.raises(ValueError, match="'web.example' is not an IP address"):
         L.allowed_peers('127.0.0.1,web.example')
+
+
+def test_peer_check_with_networks():
+    """Container networks hand out addresses from a range: CIDR entries,
+    IPv4-mapped peers matching IPv4 ranges."""
+    allowed = L.allowed_peers('10.0.0.0/8, fd00::/8, 192.0.2.7')
+    for peer in (('10.1.2.3', 1), ('::ffff:10.200.0.1', 1, 0, 0), ('fd12:3456::1', 1, 0, 0),
+                 ('192.0.2.7', 1), ('::ffff:192.0.2.7', 1, 0, 0)):
+        assert L.peer_allowed(peer, allowed), peer
+    for peer in (('11.0.0.1', 1), ('::ffff:11.0.0.1', 1, 0, 0), ('fe80::1', 1, 0, 0),
+                 ('192.0.2.8', 1), ('::a00:1', 1, 0, 0)):
+        assert not L.peer_allowed(peer, allowed), peer
+    # Host bits in a range are the range that holds them, as `ip addr` prints it.
+    assert L.peer_allowed(('172.18.9.9', 1), L.allowed_peers('172.18.0.5/16'))
+    # An IPv4-mapped range is its IPv4 range.
+    assert L.peer_allowed(('10.9.9.9', 1), L.allowed_peers('::ffff:10.0.0.0/104'))
+
+
+def test_anyone_only_on_purpose():
+    anyone = L.allowed_peers('any')
+    assert anyone.anyone and L.peer_allowed(('192.0.2.1', 1), anyone)
+    assert L.allowed_peers(None, environ={'FCGI_WEB_SERVER_ADDRS': ' ANY '}).anyone
+    assert not L.allowed_peers('10.0.0.0/8').anyone
+
+
+@pytest.mark.parametrize('value, says', [
+    ('', "--web-server-addrs: empty"),
+    (' , ', "--web-server-addrs: empty"),
+    (',,', "--web-server-addrs: empty"),
+    ('any, 10.0.0.1', "'any' stands alone"),
+    ('10.0.0.0/33', "'10.0.0.0/33' is not an IP address or network"),
+])
+def test_bad_allow_lists_are_refused(value, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        L.allowed_peers(value)
+    with pytest.raises(ValueError, match=re.escape(says.replace('--web-server-addrs',
+                                                                'FCGI_WEB_SERVER_ADDRS'))):
+        L.allowed_peers(None, environ={'FCGI_WEB_SERVER_ADDRS': value})
+
+
+@pytest.mark.parametrize('text, everywhere', [
+    ('0.0.0.0:9000', True), ('[::]:9000', True), ('0:9000', True), ('[0:0::0]:9000', True),
+    ('127.0.0.1:9000', False), ('[::1]:9000', False), ('localhost:9000', False),
+    ('unix:/run/app.sock', False), ('fd://3', False),
+])
+def test_which_binds_listen_everywhere(text, everywhere):
+    assert L.listens_everywhere(L.parse_bind(text)) is everywhere
 
 
 def _refused(address):
@@ -276,6 +322,16 @@ def test_web_server_addrs_accept_and_refuse_v4_and_v6():
         v4, v6 = server.addresses(2)
         assert _refused(v4)
         assert get(v6, '/peer').status == 200
+
+
+def test_web_server_addrs_ranges_in_a_server():
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--web-server-addrs', '127.0.0.0/30']) as server:
+        assert get(server.address(), '/peer').status == 200
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--web-server-addrs', '10.0.0.0/8, fd00::/8']) as server:
+        assert _refused(server.address())
+        server.wait_for_log(r'connection from 127\.0\.0\.1 refused: not in --web-server-addrs')
 
 
 # ---------------------------------------------------------------------------
@@ -414,7 +470,8 @@ def windows_listeners(monkeypatch):
     import ctypes
     kernel32 = types.SimpleNamespace(GetFileType=_FakeGetFileType())
     monkeypatch.setattr(ctypes, 'windll', types.SimpleNamespace(kernel32=kernel32), raising=False)
-    spec = importlib.util.spec_from_file_location('listeners_on_windows', L.__file__)
+    spec = importlib.util.spec_from_file_location('gateway.handlers.fastcgi.listeners_on_windows',
+                                                  L.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -139,8 +139,11 @@ def build_parser():
         help="send wsgi.errors to the web server as FCGI_STDERR records (its error log) instead "
              "of this server's log (default: off; nginx logs every such record as an error)")
     add('--web-server-addrs', metavar='LIST', default=None,
-        help='comma-separated IP addresses allowed to connect over TCP (default: '
-             '$FCGI_WEB_SERVER_ADDRS; unset: anyone). Unix-socket peers are always allowed')
+        help='who may connect over TCP: comma-separated IP addresses and networks (e.g. '
+             '10.0.0.0/8,fd00::/8, as container networks need), or any for everyone '
+             '(default: $FCGI_WEB_SERVER_ADDRS; unset: anyone, but a --bind on every '
+             'interface, 0.0.0.0 or [::], is then refused). An empty list is an error. '
+             'Unix-socket peers are always allowed')
     add('--unix-mode', type=_octal_mode, default=None, metavar='OCTAL',
         help='permissions of unix sockets, e.g. 660 (default: as the umask allows). The web '
              "server's user needs write permission on the socket and +x on every parent "

@@ -38,7 +38,9 @@ class Config:
         self.read_timeout = 60.0        # a web server silent mid-request (or idle between requests) this long is dropped
         self.max_params_size = 1 << 20  # bytes of PARAMS per request
         self.fcgi_stderr = False        # wsgi.errors to FCGI_STDERR records instead of the server log
-        self.web_server_addrs = None    # allowed peer addresses; None: FCGI_WEB_SERVER_ADDRS, else anyone
+        # Who may connect over TCP: 'any', or addresses and networks. None:
+        # FCGI_WEB_SERVER_ADDRS, else anyone, and a bind on every interface is refused.
+        self.web_server_addrs = None
         self.unix_mode = None           # permission bits for unix sockets (int)
         self.unix_group = None          # group name or id for unix sockets
         self.chdir = None

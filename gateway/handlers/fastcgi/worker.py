@@ -22,7 +22,7 @@ import time
 
 from . import protocol as fcgi
 from .connection import ServedConnection
-from .listeners import allowed_peers, peer_allowed
+from .peers import allowed_peers, peer_allowed
 
 log = logging.getLogger('gateway')
 
@@ -56,7 +56,9 @@ class Worker:
         self.config = config
         self.heartbeat = heartbeat
         self.values = server_values(config, max(config.workers, 1))
-        self.allowed_peers = allowed_peers(config.web_server_addrs)
+        allowed = allowed_peers(config.web_server_addrs)
+        # Checked on every accept(): None when there is nothing to check.
+        self.allowed_peers = None if allowed is None or allowed.anyone else allowed
         self.selector = selectors.DefaultSelector()
         self.connections = set()
         self.stopping = None            # None, 'graceful' or 'fast'
@@ -318,9 +320,10 @@ class Worker:
         except OSError as error:
             log.error('accept() failed: %s', error)
             return False
-        if self.allowed_peers and family != socket.AF_UNIX:
+        if self.allowed_peers is not None and family != socket.AF_UNIX:
             if not peer_allowed(address, self.allowed_peers):
-                log.warning('connection from %s refused: not in FCGI_WEB_SERVER_ADDRS', address[0])
+                log.warning('connection from %s refused: not in %s', address[0],
+                            self.allowed_peers.source)
                 sock.close()
                 return True
         if nodelay:
