@@ -37,8 +37,10 @@ ENV LANG=C.UTF-8 \
 # /run/gateway can be group-owned and closed to everyone else (USER names no
 # group below: with one, Docker drops supplementary groups). An empty volume
 # takes the owner and mode of the directory it is mounted on: the group may
-# reach the socket but not write in the directory, which is the server's
-# working directory and so on its sys.path.
+# reach the socket but not write in the directory. Every image works in
+# /opt/gateway, which no run-time user can write: a process's working
+# directory is on its sys.path (python3 -c, python3 -m, the health checks),
+# and a module written there would be imported in place of the real one.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/* \
@@ -65,7 +67,7 @@ RUN python3 -m compileall -q /opt/gateway \
 FROM python AS base
 COPY --from=package /opt/gateway /opt/gateway
 USER gateway
-WORKDIR /run/gateway
+WORKDIR /opt/gateway
 CMD ["python3", "-c", "import gateway; print(gateway.__file__)"]
 
 # --- app: the FastCGI server --------------------------------------------------
@@ -115,7 +117,7 @@ RUN chmod 0755 /usr/local/bin/gateway-nginx \
 COPY --from=package /opt/gateway /opt/gateway
 ENV GATEWAY_FRONT=nginx-cgi
 USER www-data
-WORKDIR /tmp
+WORKDIR /opt/gateway
 CMD ["gateway-nginx"]
 
 # --- apache: Apache httpd with mod_cgid, mod_proxy_fcgi and mod_fcgid ---------
@@ -144,5 +146,5 @@ RUN chmod 0755 /usr/local/bin/gateway-apache \
 COPY --from=package /opt/gateway /opt/gateway
 ENV GATEWAY_FRONT=apache-cgi
 USER www-data
-WORKDIR /tmp
+WORKDIR /opt/gateway
 CMD ["gateway-apache"]

@@ -2,6 +2,7 @@
 starting can fail (exit status 2: the command line, 1: could not run)."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 
 import pytest
 
+from conftest import unavailable
 from fcgi_client import TESTS, ServerProcess, get, server_env
 from gateway.handlers.fastcgi import cli
 
@@ -214,6 +216,81 @@ def test_gateway_app_and_chdir_from_the_environment(tmp_path):
         assert get(server.address()).body == b'from the environment'
         server.send_signal(signal.SIGTERM)
         assert server.wait() == 0
+
+
+def test_a_module_planted_in_the_socket_directory_is_not_imported(tmp_path):
+    """The images ran the server in its socket directory, which it can
+    write, and that directory came first on sys.path: a module written
+    there ran in the next worker. A directory this user can write is on
+    sys.path only when --chdir or PYTHONPATH names it."""
+    sockets = tmp_path / 'run'
+    sockets.mkdir()
+    os.chmod(sockets, 0o2750)
+    with ServerProcess([APP, '--bind', f'unix:{sockets}/fcgi.sock', '--workers', '1'],
+                       cwd=str(sockets)) as server:
+        server.wait_booted(1)
+        (sockets / 'planted_module.py').write_text('raise SystemExit("planted code ran")\n')
+        mark = server.mark()
+        server.send_signal(signal.SIGHUP)
+        server.wait_booted(1, start=mark)
+        server.wait_for_log('reload complete', start=mark)
+        response = get(str(sockets / 'fcgi.sock'), '/importable', query='planted_module')
+        assert response.body == b'not found'
+
+
+def test_an_application_left_off_sys_path_says_why(tmp_path):
+    (tmp_path / 'here_app.py').write_text('application = None\n')
+    done = subprocess.run([sys.executable, '-m', 'gateway', 'fastcgi', 'here_app',
+                           '--bind', '127.0.0.1:0', '--workers', '1'], cwd=str(tmp_path),
+                          env=server_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "cannot import 'here_app': no such module" in done.stderr
+    assert (f'({tmp_path} is left off it because this user can write there: name it with '
+            f'--chdir or PYTHONPATH') in done.stderr
+
+
+def test_a_directory_named_by_chdir_is_imported_even_when_writable(tmp_path):
+    (tmp_path / 'chosen_app.py').write_text(
+        'def application(environ, start_response):\n'
+        '    start_response("200 OK", [])\n'
+        '    return [b"chosen"]\n')
+    with ServerProcess(['chosen_app', '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--chdir', str(tmp_path)]) as server:
+        assert get(server.address()).body == b'chosen'
+
+
+def test_a_start_directory_this_user_cannot_write_is_still_imported(tmp_path):
+    """As gunicorn: the application may live where the server is started,
+    when that directory is not this user's to write. (Immutable here, so
+    that even root cannot write it.)"""
+    home = tmp_path / 'release'
+    home.mkdir()
+    (home / 'start_app.py').write_text('def application(environ, start_response):\n'
+                                       '    start_response("200 OK", [])\n'
+                                       '    return [b"from the start directory"]\n')
+    chattr = shutil.which('chattr')
+    if chattr is None or subprocess.run([chattr, '+i', str(home)], capture_output=True).returncode:
+        unavailable('chattr +i (e2fsprogs, on a file system that supports it) is needed to make a '
+                    'directory nobody can write')
+    try:
+        assert not os.access(home, os.W_OK)
+        with ServerProcess(['start_app', '--bind', '127.0.0.1:0', '--workers', '1'],
+                           cwd=str(home)) as server:
+            assert get(server.address()).body == b'from the start directory'
+    finally:
+        subprocess.run([chattr, '-i', str(home)], check=True)
+
+
+def test_a_writable_start_directory_named_by_pythonpath_is_imported(tmp_path):
+    (tmp_path / 'pathapp.py').write_text(
+        'def application(environ, start_response):\n'
+        '    start_response("200 OK", [])\n'
+        '    return [b"on PYTHONPATH"]\n')
+    env = server_env()
+    env['PYTHONPATH'] += os.pathsep + str(tmp_path)
+    with ServerProcess(['pathapp', '--bind', '127.0.0.1:0', '--workers', '1'], env=env,
+                       cwd=str(tmp_path)) as server:
+        assert get(server.address()).body == b'on PYTHONPATH'
 
 
 def test_options_reach_the_server(tmp_path):

@@ -2,6 +2,7 @@
 it over, unix socket files, and FCGI_WEB_SERVER_ADDRS."""
 
 import grp
+import json
 import os
 import re
 import shutil
@@ -123,6 +124,65 @@ def test_unix_socket_mode_and_group_by_name_and_id(tmp_path):
             listener.close()
             listener.remove_socket_file()
         assert not os.path.exists(path)
+
+
+SWAP_AFTER_BIND = """
+import json, os, sys
+from gateway.handlers.fastcgi import listeners as L
+
+path, victim, group = sys.argv[1:]
+events = []
+
+def attacker(event, args):
+    # Whoever can write the socket's directory replaces the socket with a
+    # symlink as soon as bind() has made it, before anything else touches
+    # the path.
+    if event == 'socket.bind' and args[1] == path:
+        events.append('bind')
+    elif event in ('os.chmod', 'os.chown') and args[0] == path:
+        events.append(event)
+        if not os.path.islink(path):
+            os.rename(path, path + '.moved')
+            os.symlink(victim, path)
+
+sys.addaudithook(attacker)
+listener = L.open_listener('unix:' + path, unix_mode=0o660, unix_group=group)
+print(json.dumps(events))
+"""
+
+
+def test_a_symlink_swapped_in_after_bind_changes_nothing_it_points_to(tmp_path):
+    """The socket's mode is set when bind() creates it and its group is
+    changed without following a link: a symlink put in its place cannot
+    lend the mode or the group to another file. Before, chmod() and chown()
+    of the path followed it."""
+    victim = tmp_path / 'victim.conf'
+    victim.write_text('secret')
+    victim.chmod(0o600)
+    before = victim.stat()
+    groups = [g for g in grp.getgrall() if g.gr_gid != before.st_gid]
+    group = groups[0].gr_name if os.geteuid() == 0 and groups else str(os.getgid())
+    path = str(tmp_path / 'app.sock')
+    done = subprocess.run([sys.executable, '-c', SWAP_AFTER_BIND, path, str(victim), group],
+                          env=server_env(), capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    events = json.loads(done.stdout)
+    after = victim.stat()
+    assert (stat.S_IMODE(after.st_mode), after.st_gid) == (0o600, before.st_gid), events
+    assert events[0] == 'bind' and 'os.chmod' not in events, events
+    created = os.lstat(path + '.moved') if os.path.exists(path + '.moved') else os.lstat(path)
+    assert stat.S_ISSOCK(created.st_mode) and stat.S_IMODE(created.st_mode) == 0o660
+
+
+def test_unix_socket_mode_is_set_at_creation(tmp_path):
+    for mode in (0o600, 0o660, 0o666):
+        path = str(tmp_path / f'{mode:o}.sock')
+        listener = L.open_listener('unix:' + path, unix_mode=mode)
+        try:
+            assert stat.S_IMODE(os.lstat(path).st_mode) == mode
+        finally:
+            listener.close()
+            listener.remove_socket_file()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='giving a socket to another group needs root')

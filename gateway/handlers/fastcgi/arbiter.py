@@ -643,7 +643,10 @@ def _stop_when_orphaned(alive_r, worker):
 def load_application(config):
     """The WSGI callable: ``config.application`` if given, else imported
     from ``config.app``."""
-    app = config.application if config.application is not None else load_app(config.app)
+    # Where --chdir went is the operator's choice; the directory the server
+    # was merely started in is not imported from when this user can write it.
+    app = config.application if config.application is not None \
+        else load_app(config.app, unless_writable=not config.chdir)
     if config.iis:
         from ..environ import with_iis_path_info
         app = with_iis_path_info(app)

@@ -268,29 +268,32 @@ def _open_unix(path, backlog, mode, group):
                           f"by this user (uid {os.getuid()}); note that the web server's user also "
                           f"needs search (+x) permission on every parent directory")
     _remove_stale_socket(path, name)
-    # Bind with only the owner allowed, then widen: no moment where the
-    # socket is more open than asked for.
-    old_umask = os.umask(0o177) if mode is not None else None
+    # The mode is given at creation, by the umask, and nothing acts on the
+    # path by name after bind() but lchown(): whoever can write the
+    # directory could have put a symlink there by then, and chmod() or
+    # chown() would follow it to another file. (fchmod() and fchown() of
+    # the socket change the socket's own inode, not the file bind() made.)
+    # Until lchown() is done, our own group has what the mode gives the
+    # socket's group.
+    old_umask = os.umask(0o777 & ~mode) if mode is not None else None
     try:
         listener = _bind_unix(path, name, backlog)
     finally:
         if old_umask is not None:
             os.umask(old_umask)
-    try:
-        if gid is not None:
-            os.chown(path, -1, gid)
-        if mode is not None:
-            os.chmod(path, mode)
-    except OSError as error:
-        listener.close()
-        os.unlink(path)
-        what = f"give {name} to group {group}" if gid is not None and error.errno == errno.EPERM \
-            else f"set the permissions of {name}"
-        hint = " (this user must be root or a member of that group)" if error.errno == errno.EPERM else ""
-        raise ListenError(f"cannot {what}: {error.strerror}{hint}") from None
+    if gid is not None:
+        try:
+            os.lchown(path, -1, gid)
+        except OSError as error:
+            listener.close()
+            os.unlink(path)
+            hint = " (this user must be root or a member of that group)" \
+                if error.errno == errno.EPERM else ""
+            raise ListenError(f"cannot give {name} to group {group}: {error.strerror}{hint}") \
+                from None
     listener.owned_path = path
     listener._identity = _identity(path)
-    st = os.stat(path)
+    st = os.lstat(path)
     listener.name = f"{name} (mode {stat.S_IMODE(st.st_mode):04o}, {_group_name(st.st_gid)})"
     return listener
 
