@@ -36,7 +36,8 @@ def test_help_explains_every_option_and_its_default(capsys):
     for option in ('--bind', '--workers', '--threads', '--max-requests', '--timeout',
                    '--graceful-timeout', '--max-connections', '--read-timeout',
                    '--max-params-size', '--fcgi-stderr', '--unix-mode', '--unix-group',
-                   '--chdir', '--log-level', '--backlog', '--web-server-addrs'):
+                   '--chdir', '--log-level', '--backlog', '--web-server-addrs',
+                   '--max-pending-params'):
         assert option in text
     for mention in ('GATEWAY_APP', 'GATEWAY_CHDIR', 'FCGI_WEB_SERVER_ADDRS', 'WEB_CONCURRENCY',
                     'default: 30', 'default: 1024', 'unix:PATH', 'fd://N', 'SIGHUP', 'HUP',
@@ -57,6 +58,7 @@ def test_help_through_the_gateway_command():
     (['--unix-mode', '999'], 'not an octal permission mode'),
     (['--timeout', 'soon'], "'soon' is not a number of seconds"),
     (['--log-level', 'loud'], "invalid choice: 'loud'"),
+    (['--max-pending-params', '1000'], "--max-pending-params 1000 is below --max-params-size"),
     (['--no-such-option'], 'unrecognized arguments'),
 ])
 def test_usage_errors_are_one_line_and_exit_2(args, says, capsys):

@@ -115,6 +115,10 @@ _NUMERIC_OPTIONS = (
      'requests (default: %(default)g; 0: never)'),
     (('--max-params-size',), int, 1, 'BYTES', 'a number of bytes',
      'largest PARAMS (CGI environment) of one request (default: %(default)s)'),
+    (('--max-pending-params',), int, 0, 'BYTES', 'a number of bytes',
+     'per worker, bytes held for requests whose PARAMS have not all arrived (at least '
+     '--max-params-size); past it, the connections holding the most are answered '
+     'OVERLOADED and closed (default: %(default)s, 16 MiB; 0: no limit)'),
     (('--backlog',), int, 1, 'N', 'a queue length (1 or more)',
      'listen queue length (default: %(default)s; the kernel may cap it: net.core.somaxconn)'),
 )
@@ -254,6 +258,10 @@ def main(argv=None):
         transports.allowed_peers(args.web_server_addrs)
     except ValueError as error:
         return _fail(2, str(error))
+    if 0 < args.max_pending_params < args.max_params_size:
+        return _fail(2, f'--max-pending-params {args.max_pending_params} is below '
+                        f'--max-params-size {args.max_params_size}: a request with PARAMS that '
+                        f'large could never start')
     _start_directory_on_path(os.getcwd())
     if args.chdir:
         try:
@@ -267,7 +275,8 @@ def main(argv=None):
         threads=args.threads, backlog=args.backlog, max_requests=args.max_requests,
         timeout=args.timeout, graceful_timeout=args.graceful_timeout,
         max_connections=args.max_connections, read_timeout=args.read_timeout,
-        max_params_size=args.max_params_size, fcgi_stderr=args.fcgi_stderr,
+        max_params_size=args.max_params_size, max_pending_params=args.max_pending_params,
+        fcgi_stderr=args.fcgi_stderr,
         web_server_addrs=args.web_server_addrs, unix_mode=args.unix_mode,
         unix_group=args.unix_group, chdir=args.chdir, log_level=args.log_level, iis=args.iis)
     if config.workers and config.binds and not hasattr(os, 'fork'):

@@ -37,6 +37,9 @@ class Config:
         self.max_connections = 1024     # per worker; beyond it, BEGIN_REQUEST gets OVERLOADED; 0: unlimited
         self.read_timeout = 60.0        # a web server silent mid-request (or idle between requests) this long is dropped
         self.max_params_size = 1 << 20  # bytes of PARAMS per request
+        # Per worker: bytes held for requests whose PARAMS have not all come;
+        # past it, the connections holding the most get OVERLOADED. 0: no limit.
+        self.max_pending_params = 16 << 20
         self.fcgi_stderr = False        # wsgi.errors to FCGI_STDERR records instead of the server log
         # Who may connect over TCP: 'any', or addresses and networks. None:
         # FCGI_WEB_SERVER_ADDRS, else anyone, and a bind on every interface is refused.

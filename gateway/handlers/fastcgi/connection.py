@@ -68,6 +68,7 @@ class ServedConnection:
         self.linger_deadline = None
         self.last_active = 0.0
         self.served = 0                 # requests answered on this connection
+        self.pending_counted = 0        # what the worker counts against --max-pending-params
         # A plain socket can be polled for an ABORT_REQUEST between blocks of
         # a streamed response; a Windows pipe cannot.
         self.pollable = isinstance(sock, socket.socket)
@@ -197,6 +198,32 @@ class ServedConnection:
                 self._end_unserved(event.request_id, fcgi.FCGI_REQUEST_COMPLETE)
         else:
             self._answer_out_of_band(event)
+
+    def held_params(self):
+        """Bytes held for a request that has not started: what a peer that
+        never finishes its PARAMS keeps in this worker's memory."""
+        if not self.open or self.running_id is not None or self.lingering:
+            return 0
+        return self.protocol.pending_params
+
+    def refuse_pending(self, budget):
+        """The worker holds more than *budget* bytes for requests not
+        started, and this connection is among those holding the most:
+        OVERLOADED, and closed."""
+        ids = list(self.protocol.active_requests)
+        log.warning('%s from %s refused with OVERLOADED: %d bytes of PARAMS not complete yet'
+                    ' would keep this worker past its %d (--max-pending-params)',
+                    'request %s' % ', '.join(map(str, ids)) if ids else 'a connection',
+                    self.peer_name(), self.held_params(), budget)
+        data = b''.join(self.protocol.end_request(rid, 0, fcgi.FCGI_OVERLOADED) for rid in ids)
+        if data:
+            try:
+                # Never waits: a peer that reads nothing must not hold up the
+                # worker that is shedding it.
+                self.sock.send(data, self._nowait) if self.pollable else self.sock.sendall(data)
+            except OSError:
+                pass
+        self.close()
 
     def _end_unserved(self, request_id, status, keep=True):
         keep = keep and self.protocol.keep_conn(request_id)

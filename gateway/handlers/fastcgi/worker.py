@@ -61,6 +61,7 @@ class Worker:
         self.allowed_peers = None if allowed is None or allowed.anyone else allowed
         self.selector = selectors.DefaultSelector()
         self.connections = set()
+        self.pending_params = 0         # bytes held for requests not started (--max-pending-params)
         self.stopping = None            # None, 'graceful' or 'fast'
         self.requests_served = 0
         self._counts = [0] * max(config.threads, 1)
@@ -360,6 +361,8 @@ class Worker:
                 self._check_max_requests()
                 return True
         self.selector.register(sock, selectors.EVENT_READ, conn)
+        if not threaded:
+            self._count_pending(conn)
         return True
 
     def _serve(self, conn, slot):
@@ -377,7 +380,35 @@ class Worker:
     def _after_serve(self, conn, still_open):
         if not still_open:
             self._forget(conn)
+        else:
+            self._count_pending(conn)
         self._check_max_requests()
+
+    def _count_pending(self, conn):
+        """Count what *conn* holds for a request not started yet; past
+        --max-pending-params, shed the connections that hold the most.
+
+        Counted after every read (at most 64 KiB), so the worker holds at
+        most one read more than the budget."""
+        change = conn.held_params() - conn.pending_counted
+        if not change:
+            return
+        conn.pending_counted += change
+        self.pending_params += change
+        budget = self.config.max_pending_params
+        if change < 0 or not budget or self.pending_params <= budget:
+            return
+        # The largest first: a peer that piles up PARAMS goes before the
+        # web server whose request is a read away from complete. Only
+        # connections in the selector: a pool thread may have the others.
+        holders = sorted((c for c in self.connections
+                          if c.pending_counted and self._is_registered(c)),
+                         key=lambda c: c.pending_counted, reverse=True)
+        for holder in holders:
+            if self.pending_params <= budget:
+                break
+            holder.refuse_pending(budget)
+            self._forget(holder)
 
     def _check_max_requests(self):
         self.requests_served = sum(self._counts)
@@ -394,6 +425,8 @@ class Worker:
             pass
         self.connections.discard(conn)
         conn.close()
+        self.pending_params -= conn.pending_counted
+        conn.pending_counted = 0
 
     def _close_idle(self, now):
         timeout = self.config.read_timeout
