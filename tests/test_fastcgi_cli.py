@@ -37,7 +37,7 @@ def test_help_explains_every_option_and_its_default(capsys):
                    '--graceful-timeout', '--max-connections', '--read-timeout',
                    '--max-params-size', '--fcgi-stderr', '--unix-mode', '--unix-group',
                    '--chdir', '--log-level', '--backlog', '--web-server-addrs',
-                   '--max-pending-params'):
+                   '--max-pending-params', '--request-read-timeout'):
         assert option in text
     for mention in ('GATEWAY_APP', 'GATEWAY_CHDIR', 'FCGI_WEB_SERVER_ADDRS', 'WEB_CONCURRENCY',
                     'default: 30', 'default: 1024', 'unix:PATH', 'fd://N', 'SIGHUP', 'HUP',

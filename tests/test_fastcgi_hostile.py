@@ -692,6 +692,112 @@ def test_a_sender_stalled_mid_body_is_closed_after_the_read_timeout(cut):
         assert_serves(server.address)
 
 
+def trickle(sock, pieces, stop, pace=0.1):
+    """Send *pieces* one at a time, *pace* seconds apart, until they run
+    out, *stop* is set or the server closes: a client on a slow link."""
+    for piece in pieces:
+        if stop.wait(pace):
+            return
+        try:
+            sock.sendall(piece)
+        except OSError:
+            return
+
+
+@contextlib.contextmanager
+def trickling(sock, pieces):
+    stop = threading.Event()
+    sender = threading.Thread(target=trickle, args=(sock, pieces, stop))
+    sender.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sender.join(10)
+
+
+def test_a_trickled_body_is_answered_408_after_the_request_read_timeout():
+    """Apache's mod_proxy_fcgi streams a body as the client sends it: a
+    client sending a byte now and then held the worker (its only thread)
+    for up to --read-timeout per read, without end. The request must now
+    arrive within --request-read-timeout, counted from BEGIN_REQUEST."""
+    with ServerProcess(['apps.fcgiapps:router', '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--read-timeout', '30', '--request-read-timeout', '1']) as server:
+        address = server.address()
+        server.wait_booted(1)
+        sock = connect(address)
+        sock.sendall(p.encode_begin_request(1) + p.encode_params(1, cgi_params(
+            '/echo', 'POST', CONTENT_LENGTH='1000')) + p.encode_stdin(1, b'ab', end=False))
+        with trickling(sock, [p.encode_stdin(1, b'x', end=False)] * 300):
+            records, how = read_until_closed(sock, p.RecordReader(), 'a trickled body')
+        peer = peer_of(sock)
+        sock.close()
+        assert summarize(records) == ['STDOUT 1 408 Request Timeout: the request did not arrive'
+                                      ' in time.\n', 'END_REQUEST 1 REQUEST_COMPLETE']
+        assert how == 'eof'
+        server.wait_for_log(rf'POST /echo from {re.escape(peer)}: body not complete after 1s '
+                            r'\(--request-read-timeout\): [1-9]\d* of 1000 bytes received;'
+                            r' answered 408 Request Timeout')
+        assert get(address, '/').body == b'Hello, World!'
+
+
+def test_params_trickled_past_the_request_read_timeout_are_answered_408():
+    """Before the application starts nothing waits on the connection, but
+    it holds its PARAMS and its place: the worker's sweep answers it."""
+    params = p.encode_record(p.FCGI_PARAMS, 1, p.encode_pairs(cgi_params('/slow-params')))
+    with live_worker(read_timeout=10, request_read_timeout=1) as server:
+        mark = server.log.mark()
+        sock = connect(server.address)
+        sock.sendall(p.encode_begin_request(1) + params[:20])
+        with trickling(sock, [params[at:at + 1] for at in range(20, len(params))]):
+            assert_serves(server.address, '/meanwhile')
+            records, how = read_until_closed(sock, p.RecordReader(), 'trickled PARAMS')
+        peer = peer_of(sock)
+        sock.close()
+        assert summarize(records) == ['STDOUT 1 408 Request Timeout: the request did not arrive'
+                                      ' in time.\n', 'END_REQUEST 1 REQUEST_COMPLETE']
+        wanted = (f'request 1 from {peer}: PARAMS not complete after 1s '
+                  f'(--request-read-timeout)')
+        entries = server.log.since(mark)
+        assert [e for e in entries if wanted in e[1] and 'bytes received; answered 408' in e[1]], \
+            entries
+        server.assert_alive()
+        assert_serves(server.address)
+
+
+def test_a_body_overdue_once_the_response_started_cuts_it():
+    """An application that answers before it reads: nothing can replace the
+    response on the wire, so it is cut (no END_REQUEST: the web server sees
+    it failed)."""
+    read_error = []
+
+    def stream_then_read(environ, start_response):
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        yield b'first block\n'
+        try:
+            environ['wsgi.input'].read()
+        except OSError as error:
+            read_error.append(error)
+            raise
+        yield b'never sent'
+
+    with live_worker(stream_then_read, read_timeout=10, request_read_timeout=1) as server:
+        mark = server.log.mark()
+        sock = connect(server.address)
+        sock.sendall(echo_request(declared=1000) + p.encode_stdin(1, b'ab', end=False))
+        with trickling(sock, [p.encode_stdin(1, b'x', end=False)] * 300):
+            records, how = read_until_closed(sock, p.RecordReader(), 'answered, then overdue')
+        peer = peer_of(sock)
+        sock.close()
+        assert summarize(records) == ['STDOUT 1 200 first block\n']
+        assert read_error and isinstance(read_error[0], ConnectionAbortedError)
+        entries = server.log.since(mark)
+        assert [e for e in entries if f'POST /echo from {peer}: body not complete after 1s' in e[1]
+                and 'its response had started: cut' in e[1]], entries
+        assert not [e for e in entries if e[0] == 'ERROR' or e[2]], entries
+        server.assert_alive()
+
+
 def test_a_web_server_that_stops_reading_is_dropped_after_the_read_timeout():
     """A large response to a web server that reads none of it: the send is
     given up after read_timeout, the connection dropped, the iterable

@@ -113,6 +113,11 @@ _NUMERIC_OPTIONS = (
     (('--read-timeout',), float, 0, 'S', _SECONDS,
      'drop a web-server connection silent for S seconds, mid-request or idle between '
      'requests (default: %(default)g; 0: never)'),
+    (('--request-read-timeout',), float, 0, 'S', _SECONDS,
+     'a request must arrive within S seconds of its BEGIN_REQUEST: its PARAMS, and as much '
+     'of its body as the application reads; past it, 408 Request Timeout (the response cut '
+     'instead if it has started) and the connection closed. Keep it below --timeout '
+     '(default: %(default)g; 0: never)'),
     (('--max-params-size',), int, 1, 'BYTES', 'a number of bytes',
      'largest PARAMS (CGI environment) of one request (default: %(default)s)'),
     (('--max-pending-params',), int, 0, 'BYTES', 'a number of bytes',
@@ -275,6 +280,7 @@ def main(argv=None):
         threads=args.threads, backlog=args.backlog, max_requests=args.max_requests,
         timeout=args.timeout, graceful_timeout=args.graceful_timeout,
         max_connections=args.max_connections, read_timeout=args.read_timeout,
+        request_read_timeout=args.request_read_timeout,
         max_params_size=args.max_params_size, max_pending_params=args.max_pending_params,
         fcgi_stderr=args.fcgi_stderr,
         web_server_addrs=args.web_server_addrs, unix_mode=args.unix_mode,

@@ -133,8 +133,8 @@ class Worker:
         in_this_thread = False
         for slot, seconds in heartbeat.overdue(time.monotonic(), timeout):
             conn = self._serving[slot]
-            if conn is None or conn.running_id is None:
-                continue    # it ended a moment ago
+            if conn is None or conn.running_id is None or conn.late:
+                continue    # it ended a moment ago, or was answered 408
             self._end_overdue(conn, seconds)
             heartbeat.finished(slot)
             # Its thread may never come back: nothing must wait for it.
@@ -429,14 +429,23 @@ class Worker:
         conn.pending_counted = 0
 
     def _close_idle(self, now):
+        """Close the connections silent for --read-timeout, and answer those
+        whose request has not got its PARAMS within --request-read-timeout."""
         timeout = self.config.read_timeout
-        if not timeout:
+        if not timeout and not self.config.request_read_timeout:
             return
         for conn in list(self.connections):
-            if conn.running_id is None and now - conn.last_active > timeout \
-                    and conn.sock.fileno() >= 0 and self._is_registered(conn):
+            if conn.running_id is not None or conn.sock.fileno() < 0 \
+                    or not self._is_registered(conn):
+                continue
+            if timeout and now - conn.last_active > timeout:
                 conn.log_silence(timeout)
                 self._forget(conn)
+            elif conn.params_late(now):
+                if conn.open:
+                    self._count_pending(conn)
+                else:
+                    self._forget(conn)
 
     def _is_registered(self, conn):
         try:
