@@ -75,14 +75,15 @@ CMD ["python3", "-c", "import gateway; print(gateway.__file__)"]
 # without being told who may connect: FCGI_WEB_SERVER_ADDRS names the ranges
 # Docker gives container networks by default (172.17.0.0/16 and the rest of
 # 172.16.0.0/12, 192.168.0.0/16; 10.0.0.0/8 for swarm overlays; IPv6 unique
-# local). Narrow it to the web server's network (docker network inspect:
-# Subnet), e.g. -e FCGI_WEB_SERVER_ADDRS=172.18.0.0/16, and never publish the
-# port beyond the host: Docker's port proxy connects from the network's
-# gateway, inside these ranges. docker-compose.yml runs the server on a unix
-# socket instead (gateway fastcgi --bind unix:/run/gateway/fastcgi.sock
-# --unix-mode 660), where the socket's permissions decide.
+# local), and the loopback address the health check connects from. Narrow it
+# to the web server's network (docker network inspect: Subnet), e.g.
+# -e FCGI_WEB_SERVER_ADDRS=172.18.0.0/16, and never publish the port beyond
+# the host: Docker's port proxy connects from the network's gateway, inside
+# these ranges. docker-compose.yml runs the server on a unix socket instead
+# (gateway fastcgi --bind unix:/run/gateway/fastcgi.sock --unix-mode 660),
+# where the socket's permissions decide.
 FROM base AS app
-ENV FCGI_WEB_SERVER_ADDRS=172.16.0.0/12,192.168.0.0/16,10.0.0.0/8,fd00::/8
+ENV FCGI_WEB_SERVER_ADDRS=172.16.0.0/12,192.168.0.0/16,10.0.0.0/8,fd00::/8,127.0.0.1
 EXPOSE 9000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', 9000), 2).close()"]

@@ -401,10 +401,11 @@ def fastcgi_app(gateway_image, docker_client, docker_network, socket_volume):
     """The gateway's FastCGI server (the app image) serving the demo, reachable
     on the test network as APP_HOST:9000 and through SOCKET in ``socket_volume``
     (mode 660), run as docker-compose.yml runs it. TCP connections are taken
-    from the test network only (the published port reaches it through the
-    network's gateway)."""
+    from the test network (the published port reaches it through the
+    network's gateway) and from the container's own health check."""
     command = ["gateway", "fastcgi", "--bind", f"unix:{SOCKET}", "--bind", "0.0.0.0:9000",
-               "--web-server-addrs", network_subnets(docker_client, docker_network),
+               "--web-server-addrs",
+               network_subnets(docker_client, docker_network) + ",127.0.0.1",  # + health check
                "--unix-mode", "660"]
     with started(gateway_image("app"), ports=(9000,), command=command,
                  network=docker_network, network_aliases=[APP_HOST],
