@@ -45,6 +45,7 @@ signals (to the arbiter):
 
 examples:
   gateway fastcgi myproject.wsgi:application --bind 127.0.0.1:9000
+  gateway fastcgi myproject.wsgi:application --bind 0.0.0.0:9000 --web-server-addrs 10.0.0.0/8
   gateway fastcgi app:app --bind unix:/run/app/fcgi.sock --unix-mode 660 --unix-group www-data
   spawn-fcgi -s /run/app/fcgi.sock -- /usr/bin/env GATEWAY_APP=app:app python3 -m gateway fastcgi
 """
@@ -153,8 +154,8 @@ def build_parser():
              "of this server's log (default: off; nginx logs every such record as an error)")
     add('--web-server-addrs', metavar='LIST', default=None,
         help='who may connect over TCP: comma-separated IP addresses and networks (e.g. '
-             '10.0.0.0/8,fd00::/8, as container networks need), or any for everyone '
-             '(default: $FCGI_WEB_SERVER_ADDRS; unset: anyone, but a --bind on every '
+             '10.0.0.0/8,fd00::/8, as container networks need), or the word any: everyone, '
+             'on purpose (default: $FCGI_WEB_SERVER_ADDRS; unset: anyone, but a --bind on every '
              'interface, 0.0.0.0 or [::], is then refused). An empty list is an error. '
              'Unix-socket peers are always allowed')
     add('--unix-mode', type=_octal_mode, default=None, metavar='OCTAL',

@@ -38,18 +38,17 @@ class AllowedPeers:
         return 'anyone' if self.anyone else ', '.join(self.entries)
 
 
+_IPV4_MAPPED = ipaddress.ip_network('::ffff:0:0/96')
+
+
 def _network(entry):
     """The address or network *entry* names (IPv4-mapped IPv6 as IPv4)."""
     text = entry.partition('%')[0] if '/' not in entry else entry
     network = ipaddress.ip_network(text, strict=False)
-    if network.version == 6 and network.prefixlen >= 96 and \
-            ipaddress.ip_address(int(network.network_address) & ~0xFFFFFFFF) == _MAPPED_PREFIX:
+    if network.version == 6 and network.subnet_of(_IPV4_MAPPED):
         network = ipaddress.ip_network((int(network.network_address) & 0xFFFFFFFF,
                                         network.prefixlen - 96))
     return network
-
-
-_MAPPED_PREFIX = ipaddress.ip_address('::ffff:0:0')
 
 
 def allowed_peers(setting=None, environ=None):
@@ -84,11 +83,12 @@ def allowed_peers(setting=None, environ=None):
         except ValueError:
             raise ValueError(f"{source}: {entry!r} is not an IP address or network "
                              f"(such as 10.0.0.1 or 10.0.0.0/8)") from None
-        named.append(str(network) if network.num_addresses > 1 else str(network.network_address))
         if network.num_addresses > 1:
             networks.append(network)
+            named.append(str(network))
             continue
         address = str(network.network_address)
+        named.append(address)
         addresses.add(address)
         if network.version == 4:
             addresses.add('::ffff:' + address)
