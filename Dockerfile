@@ -37,8 +37,10 @@ ENV LANG=C.UTF-8 \
 # /run/gateway can be group-owned and closed to everyone else (USER names no
 # group below: with one, Docker drops supplementary groups). An empty volume
 # takes the owner and mode of the directory it is mounted on: the group may
-# reach the socket but not write in the directory, which is the server's
-# working directory and so on its sys.path.
+# reach the socket but not write in the directory. Every image works in
+# /opt/gateway, which no run-time user can write: a process's working
+# directory is on its sys.path (python3 -c, python3 -m, the health checks),
+# and a module written there would be imported in place of the real one.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/* \
@@ -65,13 +67,23 @@ RUN python3 -m compileall -q /opt/gateway \
 FROM python AS base
 COPY --from=package /opt/gateway /opt/gateway
 USER gateway
-WORKDIR /run/gateway
+WORKDIR /opt/gateway
 CMD ["python3", "-c", "import gateway; print(gateway.__file__)"]
 
 # --- app: the FastCGI server --------------------------------------------------
-# Listens on TCP port 9000; docker-compose.yml runs it on a unix socket instead
-# (gateway fastcgi --bind unix:/run/gateway/fastcgi.sock --unix-mode 660).
+# Listens on TCP port 9000 on every interface, which the server refuses to do
+# without being told who may connect: FCGI_WEB_SERVER_ADDRS names the ranges
+# Docker gives container networks by default (172.17.0.0/16 and the rest of
+# 172.16.0.0/12, 192.168.0.0/16; 10.0.0.0/8 for swarm overlays; IPv6 unique
+# local), and the loopback address the health check connects from. Narrow it
+# to the web server's network (docker network inspect: Subnet), e.g.
+# -e FCGI_WEB_SERVER_ADDRS=172.18.0.0/16, and never publish the port beyond
+# the host: Docker's port proxy connects from the network's gateway, inside
+# these ranges. docker-compose.yml runs the server on a unix socket instead
+# (gateway fastcgi --bind unix:/run/gateway/fastcgi.sock --unix-mode 660),
+# where the socket's permissions decide.
 FROM base AS app
+ENV FCGI_WEB_SERVER_ADDRS=172.16.0.0/12,192.168.0.0/16,10.0.0.0/8,fd00::/8,127.0.0.1
 EXPOSE 9000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', 9000), 2).close()"]
@@ -106,7 +118,7 @@ RUN chmod 0755 /usr/local/bin/gateway-nginx \
 COPY --from=package /opt/gateway /opt/gateway
 ENV GATEWAY_FRONT=nginx-cgi
 USER www-data
-WORKDIR /tmp
+WORKDIR /opt/gateway
 CMD ["gateway-nginx"]
 
 # --- apache: Apache httpd with mod_cgid, mod_proxy_fcgi and mod_fcgid ---------
@@ -135,5 +147,5 @@ RUN chmod 0755 /usr/local/bin/gateway-apache \
 COPY --from=package /opt/gateway /opt/gateway
 ENV GATEWAY_FRONT=apache-cgi
 USER www-data
-WORKDIR /tmp
+WORKDIR /opt/gateway
 CMD ["gateway-apache"]

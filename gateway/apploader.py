@@ -3,7 +3,7 @@
 import os
 import sys
 
-__all__ = ['AppLoadError', 'load_app', 'env_flag']
+__all__ = ['AppLoadError', 'load_app', 'env_flag', 'writable_directory']
 
 
 class AppLoadError(Exception):
@@ -16,11 +16,22 @@ def env_flag(name, environ=None):
     return value.strip().lower() in ('1', 'true', 'yes', 'on')
 
 
+def writable_directory(path):
+    """Whether this user may write in *path*, or anyone but its owner may:
+    a module written there would be imported by a process that has the
+    directory on sys.path."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return True     # nothing known: not to be trusted
+    return bool(mode & 0o022) or os.access(path, os.W_OK)
+
+
 def _is_dotted_name(text):
     return bool(text) and all(part.isidentifier() for part in text.split('.'))
 
 
-def load_app(spec, directory=None):
+def load_app(spec, directory=None, unless_writable=False):
     """Import and return the callable named by *spec*.
 
     *spec* is ``MODULE:NAME`` (NAME may be dotted, or ``NAME()`` to call a
@@ -28,7 +39,8 @@ def load_app(spec, directory=None):
     ``application`` (the mod_wsgi and wfastcgi convention) or else ``app``.
     *directory* (default: the current one) goes first on sys.path, as
     gunicorn does, because web servers start CGI scripts and workers in the
-    application's directory, not with its PYTHONPATH.
+    application's directory, not with its PYTHONPATH; with
+    *unless_writable*, only if it is not a ``writable_directory``.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise AppLoadError("no WSGI application given: pass MODULE:CALLABLE or set GATEWAY_APP")
@@ -41,8 +53,13 @@ def load_app(spec, directory=None):
         raise AppLoadError(f"{spec!r} is not of the form MODULE:CALLABLE (e.g. myproject.wsgi:application)")
 
     directory = os.getcwd() if directory is None else os.path.abspath(directory)
+    left_off = ''
     if directory not in sys.path:
-        sys.path.insert(0, directory)
+        if unless_writable and writable_directory(directory):
+            left_off = (f" ({directory} is left off it because this user can write there: "
+                        f"name it with --chdir or PYTHONPATH if the application lives there)")
+        else:
+            sys.path.insert(0, directory)
 
     try:
         __import__(module_name)
@@ -50,7 +67,7 @@ def load_app(spec, directory=None):
         if error.name and module_name.startswith(error.name) \
                 and module_name[len(error.name):len(error.name) + 1] in ('', '.'):
             raise AppLoadError(f"cannot import {module_name!r}: no such module on sys.path "
-                               f"{sys.path!r}") from None
+                               f"{sys.path!r}{left_off}") from None
         raise AppLoadError(f"importing {module_name!r} failed: {error}") from error
     except Exception as error:
         raise AppLoadError(f"importing {module_name!r} failed: "

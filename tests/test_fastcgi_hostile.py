@@ -407,6 +407,107 @@ def test_overloaded_with_keep_conn_does_not_run_the_refused_request():
         assert any('refused with OVERLOADED' in e[1] for e in server.log.since(0))
 
 
+def unfinished_params(size, keep_conn=True):
+    """BEGIN_REQUEST and *size* bytes of PARAMS (one name-value pair that
+    later PARAMS may still follow), in whole records, without the end."""
+    pairs = p.encode_pairs({'HTTP_X_PAD': 'x' * (size - 15)})
+    assert len(pairs) == size
+    return p.encode_begin_request(1, keep_conn=keep_conn) + b''.join(
+        p.encode_record(p.FCGI_PARAMS, 1, pairs[at:at + 65528]) for at in range(0, size, 65528))
+
+
+def held_by(worker, sock=None):
+    """What the worker's connections (or the one from *sock*) hold for
+    requests not started yet (None when the worker changed them while they
+    were counted)."""
+    try:
+        return sum(conn.protocol.pending_params for conn in list(worker.connections)
+                   if conn.running_id is None
+                   and (sock is None or conn.peer == sock.getsockname()))
+    except RuntimeError:
+        return None
+
+
+def test_unfinished_params_past_the_worker_budget_are_answered_overloaded():
+    """Each connection may hold up to --max-params-size of PARAMS that never
+    end; with many of them a worker's memory went wherever the peers liked.
+    Past --max-pending-params the connections holding the most are answered
+    OVERLOADED and closed, each named in the log; the others, and new
+    requests, are served."""
+    budget, size, hogs = 1 << 20, 600_000, 6
+    with live_worker(max_pending_params=budget) as server:
+        mark = server.log.mark()
+        sockets = []
+        for index in range(hogs):
+            sock = connect(server.address)
+            sock.sendall(unfinished_params(size))
+            sockets.append(sock)
+            # One connection's PARAMS all read before the next comes: the
+            # largest holder is then always an earlier connection.
+            wait_until(lambda: held_by(server.worker, sock) == size == held_by(server.worker)
+                       == server.worker.pending_params, ANSWER_TIMEOUT, what=lambda: (
+                           f'hog {index}: {size} bytes held, the others refused; held '
+                           f'{held_by(server.worker)}; log: {server.log.since(mark)}'))
+            assert server.worker.pending_params <= budget
+        assert_serves(server.address, '/while-held')
+        *refused, kept = sockets
+        for sock in refused:
+            records, how = read_until_closed(sock, p.RecordReader(), 'refused hog')
+            assert (summarize(records), how) == (['END_REQUEST 1 OVERLOADED'], 'eof')
+            wanted = f'request 1 from {peer_of(sock)} refused with OVERLOADED'
+            assert [e for e in server.log.since(mark)
+                    if wanted in e[1] and '--max-pending-params' in e[1]], server.log.since(mark)
+            sock.close()
+        # The connection within the budget finishes its request.
+        kept.sendall(p.encode_record(p.FCGI_PARAMS, 1, p.encode_pairs(cgi_params('/kept')))
+                     + p.encode_record(p.FCGI_PARAMS, 1) + p.encode_stdin(1, b''))
+        records = read_records(kept, p.RecordReader(), [], lambda r: len(summarize(
+            r, final=False)) >= 2, 'kept')
+        assert summarize(records) == ['STDOUT 1 200 hello /kept', 'END_REQUEST 1 REQUEST_COMPLETE']
+        kept.close()
+        wait_until(lambda: server.worker.pending_params == 0 == held_by(server.worker),
+                   ANSWER_TIMEOUT, what='nothing held once the connections are gone')
+        server.assert_alive()
+
+
+def test_a_hundred_unfinished_params_stay_within_the_budget_in_a_worker_process():
+    """The issue's reproduction: a hundred connections, each holding an
+    unfinished PARAMS of about 1 MB, grew a worker by 107 MB. With an
+    8 MiB budget the worker's peak memory grows by at most about twice that
+    (what the allocator keeps of memory freed and taken again)."""
+    hogs, size, budget = 100, 1_000_000, 8 << 20
+    with ServerProcess(['fastcgi_corpus.corpus_app:application', '--bind', '127.0.0.1:0',
+                        '--workers', '1', '--max-pending-params', str(budget)]) as server:
+        address = server.address()
+        [pid] = server.wait_booted(1)
+        assert_serves(address, '/warm-up')
+        baseline = peak_rss_kb(pid)
+        data = unfinished_params(size)
+        sockets = []
+        try:
+            for _ in range(hogs):
+                sock = connect(address)
+                sockets.append(sock)
+                send_tolerant(sock, data)
+            # Eight of them fit in the budget at most: the others are refused.
+            wait_until(lambda: server.count('refused with OVERLOADED') >= hogs - 8, 30,
+                       what=lambda: f'{hogs - 8} refusals; log:\n{server.log}')
+            assert_serves(address, '/after')
+            growth_kb = peak_rss_kb(pid) - baseline
+            assert growth_kb < 32 * 1024, f'the worker grew by {growth_kb} kB'
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def peak_rss_kb(pid):
+    with open(f'/proc/{pid}/status') as status:
+        for line in status:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1])
+    raise AssertionError(f'no VmHWM in /proc/{pid}/status')
+
+
 class SignallingApp:
     """/echo reads the body, /stream streams until told otherwise; each
     says when it has started, and the stream when it was closed."""
@@ -589,6 +690,112 @@ def test_a_sender_stalled_mid_body_is_closed_after_the_read_timeout(cut):
                    for e in server.log.since(mark)), server.log.since(mark)
         server.assert_alive()
         assert_serves(server.address)
+
+
+def trickle(sock, pieces, stop, pace=0.1):
+    """Send *pieces* one at a time, *pace* seconds apart, until they run
+    out, *stop* is set or the server closes: a client on a slow link."""
+    for piece in pieces:
+        if stop.wait(pace):
+            return
+        try:
+            sock.sendall(piece)
+        except OSError:
+            return
+
+
+@contextlib.contextmanager
+def trickling(sock, pieces):
+    stop = threading.Event()
+    sender = threading.Thread(target=trickle, args=(sock, pieces, stop))
+    sender.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sender.join(10)
+
+
+def test_a_trickled_body_is_answered_408_after_the_request_read_timeout():
+    """Apache's mod_proxy_fcgi streams a body as the client sends it: a
+    client sending a byte now and then held the worker (its only thread)
+    for up to --read-timeout per read, without end. The request must now
+    arrive within --request-read-timeout, counted from BEGIN_REQUEST."""
+    with ServerProcess(['apps.fcgiapps:router', '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--read-timeout', '30', '--request-read-timeout', '1']) as server:
+        address = server.address()
+        server.wait_booted(1)
+        sock = connect(address)
+        sock.sendall(p.encode_begin_request(1) + p.encode_params(1, cgi_params(
+            '/echo', 'POST', CONTENT_LENGTH='1000')) + p.encode_stdin(1, b'ab', end=False))
+        with trickling(sock, [p.encode_stdin(1, b'x', end=False)] * 300):
+            records, how = read_until_closed(sock, p.RecordReader(), 'a trickled body')
+        peer = peer_of(sock)
+        sock.close()
+        assert summarize(records) == ['STDOUT 1 408 Request Timeout: the request did not arrive'
+                                      ' in time.\n', 'END_REQUEST 1 REQUEST_COMPLETE']
+        assert how == 'eof'
+        server.wait_for_log(rf'POST /echo from {re.escape(peer)}: body not complete after 1s '
+                            r'\(--request-read-timeout\): [1-9]\d* of 1000 bytes received;'
+                            r' answered 408 Request Timeout')
+        assert get(address, '/').body == b'Hello, World!'
+
+
+def test_params_trickled_past_the_request_read_timeout_are_answered_408():
+    """Before the application starts nothing waits on the connection, but
+    it holds its PARAMS and its place: the worker's sweep answers it."""
+    params = p.encode_record(p.FCGI_PARAMS, 1, p.encode_pairs(cgi_params('/slow-params')))
+    with live_worker(read_timeout=10, request_read_timeout=1) as server:
+        mark = server.log.mark()
+        sock = connect(server.address)
+        sock.sendall(p.encode_begin_request(1) + params[:20])
+        with trickling(sock, [params[at:at + 1] for at in range(20, len(params))]):
+            assert_serves(server.address, '/meanwhile')
+            records, how = read_until_closed(sock, p.RecordReader(), 'trickled PARAMS')
+        peer = peer_of(sock)
+        sock.close()
+        assert summarize(records) == ['STDOUT 1 408 Request Timeout: the request did not arrive'
+                                      ' in time.\n', 'END_REQUEST 1 REQUEST_COMPLETE']
+        wanted = (f'request 1 from {peer}: PARAMS not complete after 1s '
+                  f'(--request-read-timeout)')
+        entries = server.log.since(mark)
+        assert [e for e in entries if wanted in e[1] and 'bytes received; answered 408' in e[1]], \
+            entries
+        server.assert_alive()
+        assert_serves(server.address)
+
+
+def test_a_body_overdue_once_the_response_started_cuts_it():
+    """An application that answers before it reads: nothing can replace the
+    response on the wire, so it is cut (no END_REQUEST: the web server sees
+    it failed)."""
+    read_error = []
+
+    def stream_then_read(environ, start_response):
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        yield b'first block\n'
+        try:
+            environ['wsgi.input'].read()
+        except OSError as error:
+            read_error.append(error)
+            raise
+        yield b'never sent'
+
+    with live_worker(stream_then_read, read_timeout=10, request_read_timeout=1) as server:
+        mark = server.log.mark()
+        sock = connect(server.address)
+        sock.sendall(echo_request(declared=1000) + p.encode_stdin(1, b'ab', end=False))
+        with trickling(sock, [p.encode_stdin(1, b'x', end=False)] * 300):
+            records, how = read_until_closed(sock, p.RecordReader(), 'answered, then overdue')
+        peer = peer_of(sock)
+        sock.close()
+        assert summarize(records) == ['STDOUT 1 200 first block\n']
+        assert read_error and isinstance(read_error[0], ConnectionAbortedError)
+        entries = server.log.since(mark)
+        assert [e for e in entries if f'POST /echo from {peer}: body not complete after 1s' in e[1]
+                and 'its response had started: cut' in e[1]], entries
+        assert not [e for e in entries if e[0] == 'ERROR' or e[2]], entries
+        server.assert_alive()
 
 
 def test_a_web_server_that_stops_reading_is_dropped_after_the_read_timeout():

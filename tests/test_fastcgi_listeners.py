@@ -2,7 +2,9 @@
 it over, unix socket files, and FCGI_WEB_SERVER_ADDRS."""
 
 import grp
+import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -124,6 +126,65 @@ def test_unix_socket_mode_and_group_by_name_and_id(tmp_path):
         assert not os.path.exists(path)
 
 
+SWAP_AFTER_BIND = """
+import json, os, sys
+from gateway.handlers.fastcgi import listeners as L
+
+path, victim, group = sys.argv[1:]
+events = []
+
+def attacker(event, args):
+    # Whoever can write the socket's directory replaces the socket with a
+    # symlink as soon as bind() has made it, before anything else touches
+    # the path.
+    if event == 'socket.bind' and args[1] == path:
+        events.append('bind')
+    elif event in ('os.chmod', 'os.chown') and args[0] == path:
+        events.append(event)
+        if not os.path.islink(path):
+            os.rename(path, path + '.moved')
+            os.symlink(victim, path)
+
+sys.addaudithook(attacker)
+listener = L.open_listener('unix:' + path, unix_mode=0o660, unix_group=group)
+print(json.dumps(events))
+"""
+
+
+def test_a_symlink_swapped_in_after_bind_changes_nothing_it_points_to(tmp_path):
+    """The socket's mode is set when bind() creates it and its group is
+    changed without following a link: a symlink put in its place cannot
+    lend the mode or the group to another file. Before, chmod() and chown()
+    of the path followed it."""
+    victim = tmp_path / 'victim.conf'
+    victim.write_text('secret')
+    victim.chmod(0o600)
+    before = victim.stat()
+    groups = [g for g in grp.getgrall() if g.gr_gid != before.st_gid]
+    group = groups[0].gr_name if os.geteuid() == 0 and groups else str(os.getgid())
+    path = str(tmp_path / 'app.sock')
+    done = subprocess.run([sys.executable, '-c', SWAP_AFTER_BIND, path, str(victim), group],
+                          env=server_env(), capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    events = json.loads(done.stdout)
+    after = victim.stat()
+    assert (stat.S_IMODE(after.st_mode), after.st_gid) == (0o600, before.st_gid), events
+    assert events[0] == 'bind' and 'os.chmod' not in events, events
+    created = os.lstat(path + '.moved') if os.path.exists(path + '.moved') else os.lstat(path)
+    assert stat.S_ISSOCK(created.st_mode) and stat.S_IMODE(created.st_mode) == 0o660
+
+
+def test_unix_socket_mode_is_set_at_creation(tmp_path):
+    for mode in (0o600, 0o660, 0o666):
+        path = str(tmp_path / f'{mode:o}.sock')
+        listener = L.open_listener('unix:' + path, unix_mode=mode)
+        try:
+            assert stat.S_IMODE(os.lstat(path).st_mode) == mode
+        finally:
+            listener.close()
+            listener.remove_socket_file()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason='giving a socket to another group needs root')
 def test_unix_socket_given_to_another_group(tmp_path):
     other = next(g for g in grp.getgrall() if g.gr_gid != os.getgid())
@@ -241,16 +302,61 @@ def test_peer_check():
     assert not L.peer_allowed(('::2', 5000, 0, 0), allowed)
     assert L.peer_allowed('', allowed)                                   # unix peer
     assert L.peer_allowed(b'', allowed)
-    # Raw settings work too (the worker may pass the config value as is).
-    assert L.peer_allowed(('::ffff:10.0.0.1', 1, 0, 0), ['10.0.0.1'])
-    assert not L.peer_allowed(('10.0.0.2', 1), '10.0.0.1')
-    # Unset or empty: anyone.
+    # Unset: None, and anyone may connect (but see the wildcard tests).
     assert L.allowed_peers(None, environ={}) is None
-    assert L.allowed_peers(' , ') is None
     assert L.peer_allowed(('192.0.2.1', 1), None)
-    assert L.allowed_peers(None, environ={'FCGI_WEB_SERVER_ADDRS': '10.1.1.1'}) >= {'10.1.1.1'}
+    from_env = L.allowed_peers(None, environ={'FCGI_WEB_SERVER_ADDRS': '10.1.1.1'})
+    assert L.peer_allowed(('10.1.1.1', 1), from_env)
+    assert not L.peer_allowed(('10.1.1.2', 1), from_env)
     with pytest.raises(ValueError, match="'web.example' is not an IP address"):
         L.allowed_peers('127.0.0.1,web.example')
+
+
+def test_peer_check_with_networks():
+    """Container networks hand out addresses from a range: CIDR entries,
+    IPv4-mapped peers matching IPv4 ranges."""
+    allowed = L.allowed_peers('10.0.0.0/8, fd00::/8, 192.0.2.7')
+    for peer in (('10.1.2.3', 1), ('::ffff:10.200.0.1', 1, 0, 0), ('fd12:3456::1', 1, 0, 0),
+                 ('192.0.2.7', 1), ('::ffff:192.0.2.7', 1, 0, 0)):
+        assert L.peer_allowed(peer, allowed), peer
+    for peer in (('11.0.0.1', 1), ('::ffff:11.0.0.1', 1, 0, 0), ('fe80::1', 1, 0, 0),
+                 ('192.0.2.8', 1), ('::a00:1', 1, 0, 0)):
+        assert not L.peer_allowed(peer, allowed), peer
+    # Host bits in a range are the range that holds them, as `ip addr` prints it.
+    assert L.peer_allowed(('172.18.9.9', 1), L.allowed_peers('172.18.0.5/16'))
+    # An IPv4-mapped range is its IPv4 range.
+    assert L.peer_allowed(('10.9.9.9', 1), L.allowed_peers('::ffff:10.0.0.0/104'))
+
+
+def test_anyone_only_on_purpose():
+    anyone = L.allowed_peers('any')
+    assert anyone.anyone and L.peer_allowed(('192.0.2.1', 1), anyone)
+    assert L.allowed_peers(None, environ={'FCGI_WEB_SERVER_ADDRS': ' ANY '}).anyone
+    assert not L.allowed_peers('10.0.0.0/8').anyone
+
+
+@pytest.mark.parametrize('value, says', [
+    ('', "--web-server-addrs: empty"),
+    (' , ', "--web-server-addrs: empty"),
+    (',,', "--web-server-addrs: empty"),
+    ('any, 10.0.0.1', "'any' stands alone"),
+    ('10.0.0.0/33', "'10.0.0.0/33' is not an IP address or network"),
+])
+def test_bad_allow_lists_are_refused(value, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        L.allowed_peers(value)
+    with pytest.raises(ValueError, match=re.escape(says.replace('--web-server-addrs',
+                                                                'FCGI_WEB_SERVER_ADDRS'))):
+        L.allowed_peers(None, environ={'FCGI_WEB_SERVER_ADDRS': value})
+
+
+@pytest.mark.parametrize('text, everywhere', [
+    ('0.0.0.0:9000', True), ('[::]:9000', True), ('0:9000', True), ('[0:0::0]:9000', True),
+    ('127.0.0.1:9000', False), ('[::1]:9000', False), ('localhost:9000', False),
+    ('unix:/run/app.sock', False), ('fd://3', False),
+])
+def test_which_binds_listen_everywhere(text, everywhere):
+    assert L.listens_everywhere(L.parse_bind(text)) is everywhere
 
 
 def _refused(address):
@@ -276,6 +382,16 @@ def test_web_server_addrs_accept_and_refuse_v4_and_v6():
         v4, v6 = server.addresses(2)
         assert _refused(v4)
         assert get(v6, '/peer').status == 200
+
+
+def test_web_server_addrs_ranges_in_a_server():
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--web-server-addrs', '127.0.0.0/30']) as server:
+        assert get(server.address(), '/peer').status == 200
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--web-server-addrs', '10.0.0.0/8, fd00::/8']) as server:
+        assert _refused(server.address())
+        server.wait_for_log(r'connection from 127\.0\.0\.1 refused: not in --web-server-addrs')
 
 
 # ---------------------------------------------------------------------------
@@ -414,7 +530,8 @@ def windows_listeners(monkeypatch):
     import ctypes
     kernel32 = types.SimpleNamespace(GetFileType=_FakeGetFileType())
     monkeypatch.setattr(ctypes, 'windll', types.SimpleNamespace(kernel32=kernel32), raising=False)
-    spec = importlib.util.spec_from_file_location('listeners_on_windows', L.__file__)
+    spec = importlib.util.spec_from_file_location('gateway.handlers.fastcgi.listeners_on_windows',
+                                                  L.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -57,10 +57,19 @@ def peer(environ, start_response):
                                                 environ.get('PATH_INFO')))
 
 
+def importable(environ, start_response):
+    """Whether the module the query string names could be imported here."""
+    import importlib.util
+    name = environ.get('QUERY_STRING', '')
+    return _text(start_response, 'importable' if importlib.util.find_spec(name) else 'not found')
+
+
 def router(environ, start_response):
-    """One app with all of the above by path: /pid, /slow?S, /echo, /peer."""
+    """One app with all of the above by path: /pid, /slow?S, /echo, /peer,
+    /importable?MODULE."""
     path = environ.get('PATH_INFO', '/')
-    app = {'/pid': pid, '/slow': slow, '/echo': echo, '/peer': peer}.get(path, hello)
+    app = {'/pid': pid, '/slow': slow, '/echo': echo, '/peer': peer,
+           '/importable': importable}.get(path, hello)
     return app(environ, start_response)
 
 

@@ -388,12 +388,24 @@ def socket_volume(docker_client):
     volume.remove(force=True)
 
 
+def network_subnets(docker_client, network):
+    """The address ranges of a docker network, comma-separated."""
+    config = docker_client.networks.get(network.name).attrs["IPAM"]["Config"] or []
+    subnets = [entry["Subnet"] for entry in config if entry.get("Subnet")]
+    assert subnets, f"network {network.name} has no subnet: {config!r}"
+    return ",".join(subnets)
+
+
 @pytest.fixture(scope="session")
-def fastcgi_app(gateway_image, docker_network, socket_volume):
+def fastcgi_app(gateway_image, docker_client, docker_network, socket_volume):
     """The gateway's FastCGI server (the app image) serving FRONT_APP, reachable
     on the test network as APP_HOST:9000 and through SOCKET in ``socket_volume``
-    (mode 660), run as docker-compose.yml runs it."""
+    (mode 660), run as docker-compose.yml runs it. TCP connections are taken
+    from the test network (the published port reaches it through the
+    network's gateway) and from the container's own health check."""
     command = ["gateway", "fastcgi", "--bind", f"unix:{SOCKET}", "--bind", "0.0.0.0:9000",
+               "--web-server-addrs",
+               network_subnets(docker_client, docker_network) + ",127.0.0.1",  # + health check
                "--unix-mode", "660"]
     with started(gateway_image("app"), ports=(9000,), command=command,
                  network=docker_network, network_aliases=[APP_HOST],

@@ -643,7 +643,10 @@ def _stop_when_orphaned(alive_r, worker):
 def load_application(config):
     """The WSGI callable: ``config.application`` if given, else imported
     from ``config.app``."""
-    app = config.application if config.application is not None else load_app(config.app)
+    # Where --chdir went is the operator's choice; the directory the server
+    # was merely started in is not imported from when this user can write it.
+    app = config.application if config.application is not None \
+        else load_app(config.app, unless_writable=not config.chdir)
     if config.iis:
         from .handler import with_iis_path_info
         app = with_iis_path_info(app)
@@ -687,26 +690,18 @@ def serve(config, *, hup_stops=False):
     fd 0, a listening socket or one connection. ``workers == 0`` serves in
     this process without an arbiter.
 
-    Raises, before serving anything: BindSyntaxError, ListenError, ValueError
-    (a bad FCGI_WEB_SERVER_ADDRS), and AppLoadError where the application is
-    loaded in this process (no arbiter).
+    Raises, before serving anything: BindSyntaxError (UnguardedBindError:
+    a TCP listener on every interface with nobody named to connect),
+    ListenError, ValueError (a bad FCGI_WEB_SERVER_ADDRS), and AppLoadError
+    where the application is loaded in this process (no arbiter).
     """
     allowed = transports.allowed_peers(config.web_server_addrs)
-    if allowed:
-        log.info('TCP connections accepted only from %s (FCGI_WEB_SERVER_ADDRS)',
-                 ', '.join(sorted(a for a in allowed if not a.startswith('::ffff:'))))
+    if allowed is not None:
+        log.info('TCP connections accepted %s %s (%s)', 'from' if allowed.anyone else 'only from',
+                 allowed, allowed.source + ('=any' if allowed.anyone else ''))
     if config.binds:
-        addresses = [transports.parse_bind(bind) for bind in config.binds]
-        opened = []
-        try:
-            for address in addresses:
-                opened.append(transports.open_listener(address, config.backlog, config.unix_mode,
-                                                       config.unix_group))
-        except BaseException:
-            for listener in opened:
-                listener.close()
-                listener.remove_socket_file()
-            raise
+        opened = transports.open_listeners(config.binds, allowed, config.backlog,
+                                           config.unix_mode, config.unix_group)
     else:
         kind = transports.stdin_kind(0)
         if kind == 'connection':
@@ -717,7 +712,7 @@ def serve(config, *, hup_stops=False):
                 "(e.g. --bind 127.0.0.1:9000 or --bind unix:/run/app/fcgi.sock), or let the web "
                 "server start this program with a listening socket on fd 0 (mod_fcgid, "
                 "spawn-fcgi)")
-        opened = [transports.take_stdin_listener()]
+        opened = [transports.take_stdin_listener(allowed)]
     for listener in opened:
         log.info('listening on %s', listener.name)
     if config.workers == 0:

@@ -11,11 +11,13 @@ import logging
 import os
 import sys
 
-from ...apploader import AppLoadError, env_flag
+from ...apploader import AppLoadError, env_flag, writable_directory
 from . import listeners as transports
 from .config import TIMEOUT_GRACE, Config, default_workers
 
 __all__ = ['main', 'build_parser', 'configure_logging']
+
+log = logging.getLogger('gateway')
 
 PROG = 'gateway fastcgi'
 
@@ -25,8 +27,10 @@ worker processes that share the listening sockets, each with THREADS threads.
 Every worker imports the application itself, so SIGHUP loads fresh code.
 
 MODULE:CALLABLE names the application (MODULE:NAME() calls a factory; MODULE
-alone means MODULE:application, else MODULE:app). The current directory and
---chdir are on sys.path. When no application is given, GATEWAY_APP is used.
+alone means MODULE:application, else MODULE:app). When no application is
+given, GATEWAY_APP is used. It is imported from PYTHONPATH, from --chdir, and
+from the directory the server starts in unless this user (or anyone but its
+owner) can write there: a module written there would run in every new worker.
 
 Without --bind, the server uses what the web server left on fd 0: a listening
 socket (Apache mod_fcgid, spawn-fcgi, lighttpd), served by the usual workers,
@@ -41,6 +45,7 @@ signals (to the arbiter):
 
 examples:
   gateway fastcgi myproject.wsgi:application --bind 127.0.0.1:9000
+  gateway fastcgi myproject.wsgi:application --bind 0.0.0.0:9000 --web-server-addrs 10.0.0.0/8
   gateway fastcgi app:app --bind unix:/run/app/fcgi.sock --unix-mode 660 --unix-group www-data
   spawn-fcgi -s /run/app/fcgi.sock -- /usr/bin/env GATEWAY_APP=app:app python3 -m gateway fastcgi
 """
@@ -69,7 +74,7 @@ def _octal_mode(text):
         mode = int(text, 8)
     except ValueError:
         mode = -1
-    if not 0 <= mode <= 0o7777:
+    if not 0 <= mode <= 0o777:
         raise argparse.ArgumentTypeError(f'{text!r} is not an octal permission mode such as 660')
     return mode
 
@@ -109,8 +114,17 @@ _NUMERIC_OPTIONS = (
     (('--read-timeout',), float, 0, 'S', _SECONDS,
      'drop a web-server connection silent for S seconds, mid-request or idle between '
      'requests (default: %(default)g; 0: never)'),
+    (('--request-read-timeout',), float, 0, 'S', _SECONDS,
+     'a request must arrive within S seconds of its BEGIN_REQUEST: its PARAMS, and as much '
+     'of its body as the application reads; past it, 408 Request Timeout (the response cut '
+     'instead if it has started) and the connection closed. Keep it below --timeout '
+     '(default: %(default)g; 0: never)'),
     (('--max-params-size',), int, 1, 'BYTES', 'a number of bytes',
      'largest PARAMS (CGI environment) of one request (default: %(default)s)'),
+    (('--max-pending-params',), int, 0, 'BYTES', 'a number of bytes',
+     'per worker, bytes held for requests whose PARAMS have not all arrived (at least '
+     '--max-params-size); past it, the connections holding the most are answered '
+     'OVERLOADED and closed (default: %(default)s, 16 MiB; 0: no limit)'),
     (('--backlog',), int, 1, 'N', 'a queue length (1 or more)',
      'listen queue length (default: %(default)s; the kernel may cap it: net.core.somaxconn)'),
 )
@@ -139,17 +153,21 @@ def build_parser():
         help="send wsgi.errors to the web server as FCGI_STDERR records (its error log) instead "
              "of this server's log (default: off; nginx logs every such record as an error)")
     add('--web-server-addrs', metavar='LIST', default=None,
-        help='comma-separated IP addresses allowed to connect over TCP (default: '
-             '$FCGI_WEB_SERVER_ADDRS; unset: anyone). Unix-socket peers are always allowed')
+        help='who may connect over TCP: comma-separated IP addresses and networks (e.g. '
+             '10.0.0.0/8,fd00::/8, as container networks need), or the word any: everyone, '
+             'on purpose (default: $FCGI_WEB_SERVER_ADDRS; unset: anyone, but a --bind on every '
+             'interface, 0.0.0.0 or [::], is then refused). An empty list is an error. '
+             'Unix-socket peers are always allowed')
     add('--unix-mode', type=_octal_mode, default=None, metavar='OCTAL',
-        help='permissions of unix sockets, e.g. 660 (default: as the umask allows). The web '
-             "server's user needs write permission on the socket and +x on every parent "
-             'directory')
+        help='permissions of unix sockets, e.g. 660, given as bind() creates them (default: '
+             "as the umask allows). The web server's user needs write permission on the socket "
+             'and +x on every parent directory')
     add('--unix-group', default=None, metavar='GROUP',
         help="group (name or id) of unix sockets, e.g. the web server's (default: ours)")
     add('--chdir', default=os.environ.get('GATEWAY_CHDIR') or None, metavar='DIR',
         help='change to DIR before binding and loading the application; DIR goes first on '
-             'sys.path (default: $GATEWAY_CHDIR, else stay)')
+             'sys.path, writable or not: naming it is the choice (default: $GATEWAY_CHDIR, '
+             'else stay)')
     add('--iis', action='store_true',
         default=env_flag('GATEWAY_IIS'),
         help="undo IIS's PATH_INFO, which repeats SCRIPT_NAME when allowPathInfo is off, as "
@@ -200,6 +218,30 @@ def _fail(status, message):
     return status
 
 
+def _start_directory_on_path(start):
+    """As gunicorn: the directory the server was started in is importable,
+    behind --chdir (put in front by load_app); but not when this user, or
+    anyone but its owner, can write it, unless PYTHONPATH names it. A
+    module written there (the images ran the server in its socket
+    directory) would be imported by every new worker: the entry Python
+    itself put first for it (``python -m``: the directory, ``-c``: '') goes
+    too."""
+    named = {os.path.realpath(entry) for entry in
+             os.environ.get('PYTHONPATH', '').split(os.pathsep) if entry}
+    real = os.path.realpath(start)
+    if real in named:
+        return
+    if not writable_directory(start):
+        if start not in sys.path:
+            sys.path.insert(0, start)
+        return
+    safe_path = getattr(sys.flags, 'safe_path', False)
+    if sys.path and not safe_path and os.path.realpath(sys.path[0] or start) == real:
+        del sys.path[0]
+    log.info('not importing from %s, where the server started: this user can write there '
+             '(--chdir or PYTHONPATH name a directory to import from)', start)
+
+
 def main(argv=None):
     """Run ``gateway fastcgi`` with *argv*; the exit status."""
     from .arbiter import describe_load_error, serve
@@ -222,10 +264,11 @@ def main(argv=None):
         transports.allowed_peers(args.web_server_addrs)
     except ValueError as error:
         return _fail(2, str(error))
-    # As gunicorn: the directory the server was started in is importable,
-    # and --chdir (put in front by load_app) wins over it.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    if 0 < args.max_pending_params < args.max_params_size:
+        return _fail(2, f'--max-pending-params {args.max_pending_params} is below '
+                        f'--max-params-size {args.max_params_size}: a request with PARAMS that '
+                        f'large could never start')
+    _start_directory_on_path(os.getcwd())
     if args.chdir:
         try:
             os.chdir(args.chdir)
@@ -238,7 +281,9 @@ def main(argv=None):
         threads=args.threads, backlog=args.backlog, max_requests=args.max_requests,
         timeout=args.timeout, graceful_timeout=args.graceful_timeout,
         max_connections=args.max_connections, read_timeout=args.read_timeout,
-        max_params_size=args.max_params_size, fcgi_stderr=args.fcgi_stderr,
+        request_read_timeout=args.request_read_timeout,
+        max_params_size=args.max_params_size, max_pending_params=args.max_pending_params,
+        fcgi_stderr=args.fcgi_stderr,
         web_server_addrs=args.web_server_addrs, unix_mode=args.unix_mode,
         unix_group=args.unix_group, chdir=args.chdir, log_level=args.log_level, iis=args.iis)
     if config.workers and config.binds and not hasattr(os, 'fork'):

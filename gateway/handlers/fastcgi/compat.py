@@ -35,7 +35,11 @@ class WSGIServer:
 
     bindAddress: ``(host, port)`` for TCP (a host containing ':' or a
     4-tuple means IPv6), a string for a unix socket path, or None for the
-    listening socket the web server put on fd 0. When fd 0 is not a socket
+    listening socket the web server put on fd 0. An empty host (every
+    interface, as in flup) needs ``web_server_addrs=`` (or
+    FCGI_WEB_SERVER_ADDRS) to say who may connect: ``'any'``, or the web
+    servers' addresses and networks; without, run() raises
+    UnguardedBindError. When fd 0 is not a socket
     (or forceCGI, or FCGI_FORCE_CGI=Y), the one request is answered as CGI.
 
     Mapped: maxChildren -> workers, maxThreads -> threads, maxRequests ->

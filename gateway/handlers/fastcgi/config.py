@@ -36,9 +36,17 @@ class Config:
         self.graceful_timeout = 30.0    # SIGTERM: how long in-flight requests may take
         self.max_connections = 1024     # per worker; beyond it, BEGIN_REQUEST gets OVERLOADED; 0: unlimited
         self.read_timeout = 60.0        # a web server silent mid-request (or idle between requests) this long is dropped
+        # From BEGIN_REQUEST to the end of PARAMS and of the body the application
+        # reads; past it, 408 (or a cut response). 0: no limit.
+        self.request_read_timeout = 20.0
         self.max_params_size = 1 << 20  # bytes of PARAMS per request
+        # Per worker: bytes held for requests whose PARAMS have not all come;
+        # past it, the connections holding the most get OVERLOADED. 0: no limit.
+        self.max_pending_params = 16 << 20
         self.fcgi_stderr = False        # wsgi.errors to FCGI_STDERR records instead of the server log
-        self.web_server_addrs = None    # allowed peer addresses; None: FCGI_WEB_SERVER_ADDRS, else anyone
+        # Who may connect over TCP: 'any', or addresses and networks. None:
+        # FCGI_WEB_SERVER_ADDRS, else anyone, and a bind on every interface is refused.
+        self.web_server_addrs = None
         self.unix_mode = None           # permission bits for unix sockets (int)
         self.unix_group = None          # group name or id for unix sockets
         self.chdir = None

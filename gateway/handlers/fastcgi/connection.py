@@ -13,7 +13,7 @@ import time
 from collections import deque
 
 from . import protocol as fcgi
-from .handler import FastCGIHandler, RecordErrors, RequestAborted, ServerLog
+from .handler import FastCGIHandler, RecordErrors, RequestAborted, RequestTimedOut, ServerLog
 
 log = logging.getLogger('gateway')
 
@@ -24,6 +24,10 @@ _MSG_MORE = getattr(socket, 'MSG_MORE', 0)
 # Reads per wake-up while lingering: a web server that keeps sending after
 # its answer must not keep the worker from its other connections.
 _LINGER_READS = 16
+
+_LATE_BODY = b'Request Timeout: the request did not arrive in time.\n'
+_LATE_RESPONSE = (b'Status: 408 Request Timeout\r\nContent-Type: text/plain\r\n'
+                  b'Content-Length: %d\r\n\r\n' % len(_LATE_BODY)) + _LATE_BODY
 
 
 class ServedConnection:
@@ -68,12 +72,18 @@ class ServedConnection:
         self.linger_deadline = None
         self.last_active = 0.0
         self.served = 0                 # requests answered on this connection
+        self.pending_counted = 0        # what the worker counts against --max-pending-params
         # A plain socket can be polled for an ABORT_REQUEST between blocks of
         # a streamed response; a Windows pipe cannot.
         self.pollable = isinstance(sock, socket.socket)
         # Where the peer may rightly stay silent between requests (the
         # single IIS connection), only a request in progress times out.
         self.timeout = config.read_timeout if idle_timeout and config.read_timeout else None
+        # When the request in progress must have arrived (--request-read-
+        # timeout), on a socket: a pipe's reads cannot be bounded.
+        self.arrival_limit = config.request_read_timeout if self.pollable else 0
+        self.arrival_deadline = None
+        self.late = False               # the running request missed it: answered or cut
         # The process's only connection (IIS's pipe): it lasts as long as the
         # process, whatever FCGI_KEEP_CONN says, as wfastcgi has it.
         self.sole = sole
@@ -186,6 +196,8 @@ class ServedConnection:
                             ' served (only RESPONDER)', event.request_id, self.peer_name(),
                             event.role)
                 self._end_unserved(event.request_id, fcgi.FCGI_UNKNOWN_ROLE)
+            elif self.arrival_limit:
+                self.arrival_deadline = time.monotonic() + self.arrival_limit
         elif kind is fcgi.AbortRequest:
             # Aborted before its PARAMS were complete, nothing ran: answered
             # here. Aborted after it was answered (the ABORT_REQUEST came in
@@ -197,6 +209,32 @@ class ServedConnection:
                 self._end_unserved(event.request_id, fcgi.FCGI_REQUEST_COMPLETE)
         else:
             self._answer_out_of_band(event)
+
+    def held_params(self):
+        """Bytes held for a request that has not started: what a peer that
+        never finishes its PARAMS keeps in this worker's memory."""
+        if not self.open or self.running_id is not None or self.lingering:
+            return 0
+        return self.protocol.pending_params
+
+    def refuse_pending(self, budget):
+        """The worker holds more than *budget* bytes for requests not
+        started, and this connection is among those holding the most:
+        OVERLOADED, and closed."""
+        ids = list(self.protocol.active_requests)
+        log.warning('%s from %s refused with OVERLOADED: %d bytes of PARAMS not complete yet'
+                    ' would keep this worker past its %d (--max-pending-params)',
+                    'request %s' % ', '.join(map(str, ids)) if ids else 'a connection',
+                    self.peer_name(), self.held_params(), budget)
+        data = b''.join(self.protocol.end_request(rid, 0, fcgi.FCGI_OVERLOADED) for rid in ids)
+        if data:
+            try:
+                # Never waits: a peer that reads nothing must not hold up the
+                # worker that is shedding it.
+                self.sock.send(data, self._nowait) if self.pollable else self.sock.sendall(data)
+            except OSError:
+                pass
+        self.close()
 
     def _end_unserved(self, request_id, status, keep=True):
         keep = keep and self.protocol.keep_conn(request_id)
@@ -229,6 +267,7 @@ class ServedConnection:
         self.input = handler.stdin
         self.running_id = request_id
         self.aborted_id = None
+        self.late = False
         on_request = self.on_request
         if on_request is not None:
             on_request(True)
@@ -238,7 +277,12 @@ class ServedConnection:
                 self.close()
                 return
             ended = self.input.ended or self._stdin_end_queued(request_id)
-            if handler.aborted:
+            if self.late:
+                # Answered (or cut) when it ran late; whatever the
+                # application made of its failed read stays here, and the
+                # rest of the body may still be on its way.
+                keep_conn = ended = False
+            elif handler.aborted:
                 log.warning('%s from %s: response incomplete; closing the connection so the'
                             ' web server sees it failed', _describe(event.params),
                             self.peer_name())
@@ -354,8 +398,11 @@ class ServedConnection:
                 if self.failed:     # the rest of the input is not coming
                     self._abandon(request_id)
                 try:
-                    data = self._recv()
+                    data = self._recv(self.arrival_deadline)
                 except socket.timeout:
+                    if self.arrival_deadline is not None \
+                            and time.monotonic() >= self.arrival_deadline:
+                        self._body_late(request_id)
                     log.warning('request %d from %s: the web server sent no input for %gs;'
                                 ' aborting it', request_id, self.peer_name(),
                                 self.config.read_timeout)
@@ -381,6 +428,53 @@ class ServedConnection:
                 self._aborted(request_id)
             else:
                 self._answer_out_of_band(event)
+
+    def _body_late(self, request_id):
+        """The application waits for a body that has not all come within
+        --request-read-timeout: 408 if nothing of the response went out,
+        else the response is cut; no more output either way."""
+        handler = self.handler
+        started = handler.headers_sent
+        environ = handler.environ or {}
+        log.warning('%s from %s: body not complete after %gs (--request-read-timeout): %d of %s'
+                    ' bytes received; %s', _describe(environ), self.peer_name(),
+                    self.arrival_limit, self.input.received,
+                    environ.get('CONTENT_LENGTH') or 'an unknown number of',
+                    'its response had started: cut' if started
+                    else 'answered 408 Request Timeout')
+        self.input.end()
+        self.late = True
+        self._answer_late(request_id, started)
+        raise RequestTimedOut(request_id)
+
+    def _answer_late(self, request_id, started):
+        try:
+            if not started:
+                self.send(self.protocol.end_response(request_id, _LATE_RESPONSE))
+            # Whatever the application sends after this fails as if the
+            # web server had gone.
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.open = False
+
+    def params_late(self, now):
+        """From the worker's sweep: whether this connection's request, not
+        started, has not got its PARAMS within --request-read-timeout; if
+        so it is answered 408, and the connection left to close."""
+        if self.arrival_deadline is None or now < self.arrival_deadline \
+                or not self.protocol.active_requests or self.lingering:
+            return False
+        request_id = next(iter(self.protocol.active_requests))
+        log.warning('request %d from %s: PARAMS not complete after %gs (--request-read-timeout):'
+                    ' %d bytes received; answered 408 Request Timeout', request_id,
+                    self.peer_name(), self.arrival_limit, self.protocol.pending_params)
+        self._answer_late(request_id, False)
+        if self.open:
+            # Read what still comes until the web server closes: closing
+            # with input unread could reset the 408 away.
+            self.lingering = True
+            self.linger_deadline = now + (self.timeout or self.arrival_limit)
+        return True
 
     def _aborted(self, request_id):
         """The web server aborted the running request: end its input."""
@@ -465,16 +559,19 @@ class ServedConnection:
             self.input.end()
         return ConnectionAbortedError('the web server stopped reading for %gs' % self.timeout)
 
-    def _recv(self):
-        """recv(), waiting at most the timeout for data (socket.timeout)."""
+    def _recv(self, deadline=None):
+        """recv(), waiting at most the timeout for data, and never past
+        *deadline* (socket.timeout)."""
         if not self.pollable:
             return self.sock.recv(_RECV_SIZE)
         while True:
             try:
                 return self.sock.recv(_RECV_SIZE, self._nowait)
             except BlockingIOError:
-                self._wait(False, None if self.timeout is None
-                           else time.monotonic() + self.timeout)
+                wait = None if self.timeout is None else time.monotonic() + self.timeout
+                if deadline is not None and (wait is None or deadline < wait):
+                    wait = deadline
+                self._wait(False, wait)
 
     def _wait(self, writing, deadline):
         """Until the socket is writable (or readable); socket.timeout at

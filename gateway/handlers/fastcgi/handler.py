@@ -36,6 +36,11 @@ class RequestAborted(ConnectionAbortedError):
     logged as an application error."""
 
 
+class RequestTimedOut(RequestAborted):
+    """The request did not all arrive within --request-read-timeout; the
+    server has answered it 408, or cut its response."""
+
+
 class RequestInput(InputLines):
     """``wsgi.input``: the request's STDIN stream, read on demand.
 
@@ -43,17 +48,19 @@ class RequestInput(InputLines):
     returns b'' at the end, and nothing is read past the end of the stream.
     """
 
-    __slots__ = ('_connection', '_request_id', '_buffer', '_ended')
+    __slots__ = ('_connection', '_request_id', '_buffer', '_ended', 'received')
 
     def __init__(self, connection, request_id):
         self._connection = connection
         self._request_id = request_id
         self._buffer = bytearray()
         self._ended = False
+        self.received = 0       # body bytes that came, for the log
 
     # The connection calls these as records for this request arrive.
     def feed(self, data):
         self._buffer += data
+        self.received += len(data)
 
     def end(self):
         self._ended = True

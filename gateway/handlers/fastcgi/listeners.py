@@ -7,7 +7,8 @@
   themselves (mod_fcgid, spawn-fcgi, lighttpd) hand over a *listening* socket
   there (FCGI_LISTENSOCK_FILENO); IIS hands over *one connection* (a named
   pipe on Windows; a connected socket stands in for it on POSIX).
-* ``FCGI_WEB_SERVER_ADDRS``: the web servers allowed to connect over TCP.
+* ``FCGI_WEB_SERVER_ADDRS`` (--web-server-addrs): the web servers allowed
+  to connect over TCP, required for a listener on every interface.
 
 Sockets are opened once, in the supervisor, so that every worker accepts on
 the same ones and they outlive any worker.
@@ -21,14 +22,17 @@ import stat
 import sys
 from typing import NamedTuple
 
+from .peers import AllowedPeers, allowed_peers, peer_allowed  # noqa: F401 (part of this API)
+
 try:
     import grp
 except ImportError:     # Windows: no unix sockets to give to a group
     grp = None
 
-__all__ = ['BindSyntaxError', 'ListenError', 'BindAddress', 'Listener', 'parse_bind',
-           'open_listener', 'inherited_listener', 'stdin_kind', 'take_stdin_listener',
-           'take_stdin_connection', 'allowed_peers', 'peer_allowed']
+__all__ = ['BindSyntaxError', 'UnguardedBindError', 'ListenError', 'BindAddress', 'Listener',
+           'parse_bind', 'open_listeners', 'open_listener', 'inherited_listener', 'stdin_kind',
+           'take_stdin_listener', 'take_stdin_connection', 'AllowedPeers', 'allowed_peers',
+           'peer_allowed', 'listens_everywhere', 'unguarded']
 
 BIND_FORMS = ('HOST:PORT (e.g. 127.0.0.1:9000), [IPV6]:PORT (e.g. [::1]:9000), '
               'unix:PATH (e.g. unix:/run/app/fcgi.sock) or fd://N')
@@ -36,6 +40,11 @@ BIND_FORMS = ('HOST:PORT (e.g. 127.0.0.1:9000), [IPV6]:PORT (e.g. [::1]:9000), '
 
 class BindSyntaxError(ValueError):
     """A --bind address that cannot be understood (a usage error)."""
+
+
+class UnguardedBindError(BindSyntaxError):
+    """A TCP listener on every interface, and no --web-server-addrs to say
+    who may connect (a usage error)."""
 
 
 class ListenError(OSError):
@@ -152,6 +161,36 @@ def _identity(path):
     return st.st_dev, st.st_ino
 
 
+def open_listeners(binds, allowed, backlog=1024, unix_mode=None, unix_group=None):
+    """Listen on every address of *binds* (--bind texts), or on none: the
+    first failure closes those already open. *allowed* (``allowed_peers``)
+    None refuses a TCP listener on every interface, before any is bound.
+    """
+    addresses = [parse_bind(bind) for bind in binds]
+    for address in addresses:
+        if allowed is None and listens_everywhere(address):
+            raise unguarded(f'--bind {address}')
+    opened = []
+    try:
+        for address in addresses:
+            opened.append(open_listener(address, backlog, unix_mode, unix_group))
+        _refuse_unguarded(opened, allowed)
+    except BaseException:
+        for listener in opened:
+            listener.close()
+            listener.remove_socket_file()
+        raise
+    return opened
+
+
+def _refuse_unguarded(listeners, allowed):
+    # A socket handed over by whoever started us was bound by them: only
+    # now can we see where it listens.
+    for listener in listeners:
+        if allowed is None and listens_everywhere(listener):
+            raise unguarded(listener.name)
+
+
 def open_listener(address, backlog=1024, unix_mode=None, unix_group=None):
     """Bind and listen on *address* (a BindAddress or --bind text).
 
@@ -229,29 +268,32 @@ def _open_unix(path, backlog, mode, group):
                           f"by this user (uid {os.getuid()}); note that the web server's user also "
                           f"needs search (+x) permission on every parent directory")
     _remove_stale_socket(path, name)
-    # Bind with only the owner allowed, then widen: no moment where the
-    # socket is more open than asked for.
-    old_umask = os.umask(0o177) if mode is not None else None
+    # The mode is given at creation, by the umask, and nothing acts on the
+    # path by name after bind() but lchown(): whoever can write the
+    # directory could have put a symlink there by then, and chmod() or
+    # chown() would follow it to another file. (fchmod() and fchown() of
+    # the socket change the socket's own inode, not the file bind() made.)
+    # Until lchown() is done, our own group has what the mode gives the
+    # socket's group.
+    old_umask = os.umask(0o777 & ~mode) if mode is not None else None
     try:
         listener = _bind_unix(path, name, backlog)
     finally:
         if old_umask is not None:
             os.umask(old_umask)
-    try:
-        if gid is not None:
-            os.chown(path, -1, gid)
-        if mode is not None:
-            os.chmod(path, mode)
-    except OSError as error:
-        listener.close()
-        os.unlink(path)
-        what = f"give {name} to group {group}" if gid is not None and error.errno == errno.EPERM \
-            else f"set the permissions of {name}"
-        hint = " (this user must be root or a member of that group)" if error.errno == errno.EPERM else ""
-        raise ListenError(f"cannot {what}: {error.strerror}{hint}") from None
+    if gid is not None:
+        try:
+            os.lchown(path, -1, gid)
+        except OSError as error:
+            listener.close()
+            os.unlink(path)
+            hint = " (this user must be root or a member of that group)" \
+                if error.errno == errno.EPERM else ""
+            raise ListenError(f"cannot give {name} to group {group}: {error.strerror}{hint}") \
+                from None
     listener.owned_path = path
     listener._identity = _identity(path)
-    st = os.stat(path)
+    st = os.lstat(path)
     listener.name = f"{name} (mode {stat.S_IMODE(st.st_mode):04o}, {_group_name(st.st_gid)})"
     return listener
 
@@ -380,9 +422,15 @@ def stdin_kind(fd=0):
         sock.close()
 
 
-def take_stdin_listener():
-    """The listening socket on fd 0 (mod_fcgid, spawn-fcgi, lighttpd)."""
+def take_stdin_listener(allowed=None):
+    """The listening socket on fd 0 (mod_fcgid, spawn-fcgi, lighttpd);
+    *allowed* as for ``open_listeners``."""
     listener = inherited_listener(0, 'fd 0')
+    try:
+        _refuse_unguarded([listener], allowed)
+    except UnguardedBindError:
+        listener.close()
+        raise
     _stdin_from_devnull()
     return listener
 
@@ -476,74 +524,38 @@ else:
 
 
 # ---------------------------------------------------------------------------
-# FCGI_WEB_SERVER_ADDRS
+# A TCP listener on every interface
 # ---------------------------------------------------------------------------
 
-def _canonical(text):
-    """Canonical text of an IP address; IPv4-mapped IPv6 as plain IPv4."""
-    ip = ipaddress.ip_address(text.partition('%')[0].strip())
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip)
-
-
-def allowed_peers(setting=None, environ=None):
-    """The set of peer addresses allowed to connect, or None for anyone.
-
-    *setting* (``config.web_server_addrs``) wins over FCGI_WEB_SERVER_ADDRS
-    in *environ* (default os.environ). Either is a comma-separated string or
-    a list of addresses; empty means unset. ValueError names a bad entry.
-    """
-    if setting is None:
-        setting = (os.environ if environ is None else environ).get('FCGI_WEB_SERVER_ADDRS')
-    if setting is None:
-        return None
-    if isinstance(setting, frozenset):
-        return setting or None
-    entries = setting.split(',') if isinstance(setting, str) else list(setting)
-    allowed = set()
-    for entry in entries:
-        entry = entry.strip()
-        if not entry:
-            continue
+def listens_everywhere(target):
+    """Whether *target*, a BindAddress or a Listener, takes connections on
+    every interface (0.0.0.0, [::], or a name that resolves to them)."""
+    if isinstance(target, Listener):
+        if target.sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return False
+        host = target.sock.getsockname()[0]
+    elif target.kind in ('inet', 'inet6'):
+        host, port = target.target
+        family = socket.AF_INET6 if target.kind == 'inet6' else socket.AF_INET
         try:
-            canonical = _canonical(entry)
-        except ValueError:
-            raise ValueError(f"FCGI_WEB_SERVER_ADDRS: {entry!r} is not an IP address") from None
-        allowed.add(canonical)
-        if ':' not in canonical:
-            # The form accept() reports for an IPv4 peer on a dual-stack socket.
-            allowed.add('::ffff:' + canonical)
-    return frozenset(allowed) or None
-
-
-_parsed_lists = {}
-
-
-def peer_allowed(sockaddr, allowed):
-    """Whether the peer at *sockaddr* (as accept() returns it) may talk to us.
-
-    *allowed* is what ``allowed_peers`` returns (or any comma-separated
-    string or list of addresses); None or empty allows everyone. Unix-socket
-    peers are always allowed: the socket file's permissions guard them.
-    IPv4-mapped IPv6 peers (::ffff:a.b.c.d) match their IPv4 form.
-    """
-    if not allowed or not isinstance(sockaddr, tuple):
-        return True
-    if not isinstance(allowed, frozenset):
-        key = allowed if isinstance(allowed, str) else tuple(allowed)
-        if key not in _parsed_lists:
-            try:
-                _parsed_lists[key] = allowed_peers(allowed)
-            except ValueError:
-                _parsed_lists[key] = frozenset()    # a bad setting lets nobody in
-        allowed = _parsed_lists[key]
-        if allowed is None:
-            return True
-    host = sockaddr[0]
-    if host in allowed:
-        return True
+            host = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0,
+                                      socket.AI_PASSIVE)[0][4][0]
+        except (socket.gaierror, UnicodeError):
+            return False    # open_listener says why it cannot listen there
+    else:
+        return False
     try:
-        return _canonical(host) in allowed
+        ip = ipaddress.ip_address(host.partition('%')[0])
     except ValueError:
         return False
+    return (getattr(ip, 'ipv4_mapped', None) or ip).is_unspecified
+
+
+def unguarded(name):
+    """The error for a listener on every interface with nobody named to
+    connect: *name* is the --bind address or the inherited socket."""
+    return UnguardedBindError(
+        f"{name} listens on every interface, where anyone who reaches the port could pose as "
+        f"the web server (and send the REMOTE_USER, HTTPS and REMOTE_ADDR of their choice): "
+        f"say who may connect with --web-server-addrs (or FCGI_WEB_SERVER_ADDRS), e.g. "
+        f"10.0.0.0/8, or 'any' to accept everyone")

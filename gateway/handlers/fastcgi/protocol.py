@@ -491,7 +491,7 @@ class _Request:
                  "aborted", "keep_conn")
 
     def __init__(self, keep_conn):
-        self.params = []          # PARAMS chunks; None once the stream ended
+        self.params = b""         # the PARAMS stream so far; None once it ended
         self.params_size = 0
         self.stdin_done = False
         self.data_done = False
@@ -537,6 +537,16 @@ class Connection(_Framer):
     def idle(self):
         """No request is active and no partial record is held."""
         return not self._requests and not self._tail
+
+    @property
+    def pending_params(self):
+        """Bytes held for requests that cannot start yet: their PARAMS so
+        far, and the start of a record not complete yet."""
+        held = len(self._tail)
+        for request in self._requests.values():
+            if request.params is not None:
+                held += request.params_size
+        return held
 
     @property
     def closed(self):
@@ -629,8 +639,8 @@ class Connection(_Framer):
                 # request still receives.
                 continue
             if rtype == FCGI_PARAMS:
-                chunks = request.params
-                if chunks is None:
+                held = request.params
+                if held is None:
                     raise ProtocolError(
                         "request %d: PARAMS after the end of PARAMS" % rid)
                 if clen:
@@ -640,14 +650,22 @@ class Connection(_Framer):
                             "request %d: PARAMS larger than %d bytes"
                             % (rid, self._max_params_size))
                     request.params_size = size
-                    chunks.append(data[start:end])
+                    if not held:
+                        request.params = data[start:end]
+                    else:
+                        # One buffer, not an object per record: a stream
+                        # of tiny records would otherwise hold many times
+                        # the bytes counted against the limits.
+                        if type(held) is bytes:
+                            held = request.params = bytearray(held)
+                        held += memoryview(data)[start:end]
                 else:
                     # A pair may straddle two records, so the stream is
                     # decoded only once it is complete.
                     request.params = None
-                    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                     try:
-                        params = decode_pairs(raw)
+                        params = decode_pairs(held if type(held) is bytes
+                                              else bytes(held))
                     except ProtocolError as exc:
                         raise ProtocolError(
                             "request %d: PARAMS: %s" % (rid, exc)) from None

@@ -22,7 +22,7 @@ import time
 
 from . import protocol as fcgi
 from .connection import ServedConnection
-from .listeners import allowed_peers, peer_allowed
+from .peers import allowed_peers, peer_allowed
 
 log = logging.getLogger('gateway')
 
@@ -56,9 +56,12 @@ class Worker:
         self.config = config
         self.heartbeat = heartbeat
         self.values = server_values(config, max(config.workers, 1))
-        self.allowed_peers = allowed_peers(config.web_server_addrs)
+        allowed = allowed_peers(config.web_server_addrs)
+        # Checked on every accept(): None when there is nothing to check.
+        self.allowed_peers = None if allowed is None or allowed.anyone else allowed
         self.selector = selectors.DefaultSelector()
         self.connections = set()
+        self.pending_params = 0         # bytes held for requests not started (--max-pending-params)
         self.stopping = None            # None, 'graceful' or 'fast'
         self.requests_served = 0
         self._counts = [0] * max(config.threads, 1)
@@ -130,8 +133,8 @@ class Worker:
         in_this_thread = False
         for slot, seconds in heartbeat.overdue(time.monotonic(), timeout):
             conn = self._serving[slot]
-            if conn is None or conn.running_id is None:
-                continue    # it ended a moment ago
+            if conn is None or conn.running_id is None or conn.late:
+                continue    # it ended a moment ago, or was answered 408
             self._end_overdue(conn, seconds)
             heartbeat.finished(slot)
             # Its thread may never come back: nothing must wait for it.
@@ -318,9 +321,10 @@ class Worker:
         except OSError as error:
             log.error('accept() failed: %s', error)
             return False
-        if self.allowed_peers and family != socket.AF_UNIX:
+        if self.allowed_peers is not None and family != socket.AF_UNIX:
             if not peer_allowed(address, self.allowed_peers):
-                log.warning('connection from %s refused: not in FCGI_WEB_SERVER_ADDRS', address[0])
+                log.warning('connection from %s refused: not in %s', address[0],
+                            self.allowed_peers.source)
                 sock.close()
                 return True
         if nodelay:
@@ -357,6 +361,8 @@ class Worker:
                 self._check_max_requests()
                 return True
         self.selector.register(sock, selectors.EVENT_READ, conn)
+        if not threaded:
+            self._count_pending(conn)
         return True
 
     def _serve(self, conn, slot):
@@ -374,7 +380,35 @@ class Worker:
     def _after_serve(self, conn, still_open):
         if not still_open:
             self._forget(conn)
+        else:
+            self._count_pending(conn)
         self._check_max_requests()
+
+    def _count_pending(self, conn):
+        """Count what *conn* holds for a request not started yet; past
+        --max-pending-params, shed the connections that hold the most.
+
+        Counted after every read (at most 64 KiB), so the worker holds at
+        most one read more than the budget."""
+        change = conn.held_params() - conn.pending_counted
+        if not change:
+            return
+        conn.pending_counted += change
+        self.pending_params += change
+        budget = self.config.max_pending_params
+        if change < 0 or not budget or self.pending_params <= budget:
+            return
+        # The largest first: a peer that piles up PARAMS goes before the
+        # web server whose request is a read away from complete. Only
+        # connections in the selector: a pool thread may have the others.
+        holders = sorted((c for c in self.connections
+                          if c.pending_counted and self._is_registered(c)),
+                         key=lambda c: c.pending_counted, reverse=True)
+        for holder in holders:
+            if self.pending_params <= budget:
+                break
+            holder.refuse_pending(budget)
+            self._forget(holder)
 
     def _check_max_requests(self):
         self.requests_served = sum(self._counts)
@@ -391,16 +425,27 @@ class Worker:
             pass
         self.connections.discard(conn)
         conn.close()
+        self.pending_params -= conn.pending_counted
+        conn.pending_counted = 0
 
     def _close_idle(self, now):
+        """Close the connections silent for --read-timeout, and answer those
+        whose request has not got its PARAMS within --request-read-timeout."""
         timeout = self.config.read_timeout
-        if not timeout:
+        if not timeout and not self.config.request_read_timeout:
             return
         for conn in list(self.connections):
-            if conn.running_id is None and now - conn.last_active > timeout \
-                    and conn.sock.fileno() >= 0 and self._is_registered(conn):
+            if conn.running_id is not None or conn.sock.fileno() < 0 \
+                    or not self._is_registered(conn):
+                continue
+            if timeout and now - conn.last_active > timeout:
                 conn.log_silence(timeout)
                 self._forget(conn)
+            elif conn.params_late(now):
+                if conn.open:
+                    self._count_pending(conn)
+                else:
+                    self._forget(conn)
 
     def _is_registered(self, conn):
         try:
