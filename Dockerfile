@@ -51,7 +51,7 @@ RUN apt-get update \
     && install -d -o gateway -g gateway -m 2750 /run/gateway \
     && echo /opt/gateway \
         > "$(python3 -c 'import site; print(site.getsitepackages()[0])')/gateway.pth" \
-    && printf '%s\n' '#!/usr/bin/python3' 'import sys' 'from gateway.__main__ import main' \
+    && printf '%s\n' '#!/usr/bin/python3' 'import sys' 'from gateway.cli import main' \
         'sys.exit(main())' > "$GATEWAY_CGI" \
     && chmod 0755 "$GATEWAY_CGI"
 

@@ -1,9 +1,12 @@
-"""Find the WSGI application named on a command line or in GATEWAY_APP."""
+"""Find the WSGI application named on a command line or in GATEWAY_APP: the
+one place where the CGI command and the FastCGI server's workers load it,
+and say why it did not load."""
 
 import os
 import sys
 
-__all__ = ['AppLoadError', 'load_app', 'env_flag', 'writable_directory']
+__all__ = ['AppLoadError', 'load_app', 'load_application', 'describe_load_error',
+           'with_iis_path_info', 'env_flag', 'writable_directory']
 
 
 class AppLoadError(Exception):
@@ -93,3 +96,45 @@ def load_app(spec, directory=None, unless_writable=False):
         return target
     raise AppLoadError(f"module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
                        + " or ".join(repr(name) for name in candidates))
+
+
+def load_application(spec, application=None, *, unless_writable=False, iis=False):
+    """The WSGI callable: *application* if given (the flup-style API), else
+    ``load_app(spec)``; with *iis*, seeing the PATH_INFO IIS meant
+    (``with_iis_path_info``). AppLoadError, or whatever importing raised."""
+    app = application if application is not None else load_app(
+        spec, unless_writable=unless_writable)
+    return with_iis_path_info(app) if iis else app
+
+
+def with_iis_path_info(app):
+    """*app*, seeing the PATH_INFO IIS meant: IISCGIHandler's fix-up, for a
+    FastCGI server that IIS runs (``--iis``)."""
+    from .handlers import iis_path_info
+
+    def application(environ, start_response):
+        environ['PATH_INFO'] = iis_path_info(environ)
+        return app(environ, start_response)
+    application.__wrapped__ = app
+    return application
+
+
+def describe_load_error(spec, error):
+    """One line naming the application and why it did not load, followed by
+    the traceback when the failure happened inside the application's code."""
+    message = f"cannot load the WSGI application {spec!r}: "
+    cause = error
+    if isinstance(error, AppLoadError):
+        message += str(error)
+        cause = error.__cause__
+    elif isinstance(error, SystemExit):
+        return message + f"it called sys.exit({error.code!r}) while being imported"
+    elif isinstance(error, KeyboardInterrupt):
+        return message + "interrupted"
+    else:
+        message += f"{type(error).__name__}: {error}"
+    if cause is not None:
+        import traceback
+        message += '\n' + ''.join(traceback.format_exception(type(cause), cause,
+                                                              cause.__traceback__))
+    return message.rstrip()

@@ -57,3 +57,27 @@ def in_background(function, *args, **kwargs):
             raise outcome['error']
         return outcome['value']
     return result
+
+
+def _gateway_log_fixture():
+    import logging
+
+    import pytest
+
+    @pytest.fixture
+    def gateway_log(caplog):
+        """caplog, also fed by the 'gateway' logger when an earlier test set it
+        up not to propagate (configure_logging)."""
+        logger = logging.getLogger('gateway')
+        logger.addHandler(caplog.handler)
+        level = logger.level
+        logger.setLevel(logging.DEBUG)
+        try:
+            yield caplog
+        finally:
+            logger.removeHandler(caplog.handler)
+            logger.setLevel(level)
+    return gateway_log
+
+
+gateway_log = _gateway_log_fixture()

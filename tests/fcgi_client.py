@@ -1,129 +1,30 @@
-"""Test helpers: a small blocking FastCGI client, and a FastCGI server run
-as a real process (``python -m gateway fastcgi ...``) whose log the tests
-read to learn its address and its workers.
-
-The client speaks the web server's side of protocol.py: its encoders and
-RecordReader.
+"""Test helpers: the blocking FastCGI client (gateway.fastcgi.client), and
+a FastCGI server run as a real process (``python -m gateway fastcgi ...``)
+whose log the tests read to learn its address and its workers.
 """
 
 import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from typing import NamedTuple
 
 from conftest import REPO, TESTS, wait_until  # noqa: F401 (re-exported)
-from gateway.handlers.fastcgi import protocol as p
+from gateway.fastcgi.client import (Client, Response, cgi_params, connect,  # noqa: F401
+                                    request)
 
 
 # ---------------------------------------------------------------------------
-# The client
+# The client: gateway.fastcgi.client's
 # ---------------------------------------------------------------------------
-
-class Response(NamedTuple):
-    """What came back for one request; unpacks as
-    ``(stdout, stderr, app_status, protocol_status)``."""
-
-    stdout: bytes
-    stderr: bytes
-    app_status: int
-    protocol_status: int
-
-    @property
-    def head(self):
-        return self.stdout.partition(b'\r\n\r\n')[0].decode('latin-1')
-
-    @property
-    def body(self):
-        return self.stdout.partition(b'\r\n\r\n')[2]
-
-    @property
-    def status(self):
-        """The HTTP status as an int (CGI style: 200 when no Status: line)."""
-        match = re.search(r'^Status: (\d{3})', self.head, re.M | re.I)
-        return int(match.group(1)) if match else 200
-
-
-def cgi_params(path='/', method='GET', query='', body=b'', **extra):
-    """A plausible set of PARAMS, as nginx's fastcgi_params would send."""
-    params = {
-        'GATEWAY_INTERFACE': 'CGI/1.1', 'SERVER_SOFTWARE': 'test-client',
-        'REQUEST_METHOD': method, 'SCRIPT_NAME': '', 'PATH_INFO': path,
-        'QUERY_STRING': query, 'REQUEST_URI': path + ('?' + query if query else ''),
-        'SERVER_NAME': 'localhost', 'SERVER_PORT': '80', 'SERVER_PROTOCOL': 'HTTP/1.1',
-        'REMOTE_ADDR': '127.0.0.1', 'REMOTE_PORT': '50000',
-    }
-    if body:
-        params['CONTENT_LENGTH'] = str(len(body))
-        params['CONTENT_TYPE'] = 'application/octet-stream'
-    params.update(extra)
-    return params
-
-
-def connect(target, timeout=10.0):
-    """A socket connected to *target*: a (host, port) tuple or a unix path."""
-    if isinstance(target, str):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    else:
-        family = socket.AF_INET6 if ':' in target[0] else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(target)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
 
 def read_until_end_request(sock, request_id=1):
-    """Read records until END_REQUEST for *request_id*; return a Response.
-
-    ConnectionError when the server closes the connection first.
-    """
-    reader = p.RecordReader()
-    stdout, stderr = [], []
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            raise ConnectionError('the server closed the connection before END_REQUEST')
-        for record in reader.feed(data):
-            if record.request_id != request_id:
-                continue
-            if record.type == p.FCGI_STDOUT:
-                stdout.append(record.content)
-            elif record.type == p.FCGI_STDERR:
-                stderr.append(record.content)
-            elif record.type == p.FCGI_END_REQUEST:
-                app_status, protocol_status = p.decode_end_request(record.content)
-                return Response(b''.join(stdout), b''.join(stderr), app_status, protocol_status)
-
-
-def request(target, params=None, stdin=b'', keep_conn=False, request_id=1,
-            role=p.FCGI_RESPONDER, timeout=10.0):
-    """Send one request and return its Response.
-
-    *target* is an open socket (left open: for keep_conn sequences), a
-    ``(host, port)`` tuple or a unix socket path. *params* defaults to
-    ``cgi_params()`` for GET /.
-    """
-    if params is None:
-        params = cgi_params(body=stdin)
-    owned = not isinstance(target, socket.socket)
-    sock = connect(target, timeout) if owned else target
-    try:
-        sock.sendall(p.encode_begin_request(request_id, role, keep_conn)
-                     + p.encode_params(request_id, params)
-                     + p.encode_stdin(request_id, stdin))
-        return read_until_end_request(sock, request_id)
-    finally:
-        if owned:
-            sock.close()
+    """Read records from *sock* until END_REQUEST for *request_id*; return a
+    Response. ConnectionError when the server closes the connection first."""
+    return Client(sock, owned=False).response(request_id)
 
 
 def get(target, path='/', query='', timeout=10.0, **extra):

@@ -33,7 +33,8 @@ from cgi_support import cgi_env, run_gateway_cgi
 from conftest import unavailable, wait_until
 from fcgi_client import ServerProcess, cgi_params, connect
 from front_contract import ERROR_BODY
-from gateway.handlers.fastcgi import protocol as p
+from gateway.fastcgi import client as c
+from gateway.fastcgi import protocol as p
 
 APP = 'apps.badapps:app'
 
@@ -181,10 +182,10 @@ def fastcgi():
 
 def fcgi_exchange(sock, path, request_id=1, keep_conn=False):
     """(stdout, END_REQUEST content or None if the server closed first)."""
-    sock.sendall(p.encode_begin_request(request_id, p.FCGI_RESPONDER, keep_conn)
-                 + p.encode_params(request_id, cgi_params(path))
-                 + p.encode_stdin(request_id, b''))
-    reader = p.RecordReader()
+    sock.sendall(c.encode_begin_request(request_id, p.FCGI_RESPONDER, keep_conn)
+                 + c.encode_params(request_id, cgi_params(path))
+                 + c.encode_stdin(request_id, b''))
+    reader = c.RecordReader()
     stdout = []
     while True:
         data = sock.recv(65536)
@@ -194,7 +195,7 @@ def fcgi_exchange(sock, path, request_id=1, keep_conn=False):
             if record.type == p.FCGI_STDOUT:
                 stdout.append(record.content)
             elif record.type == p.FCGI_END_REQUEST:
-                return b''.join(stdout), p.decode_end_request(record.content)
+                return b''.join(stdout), c.decode_end_request(record.content)
 
 
 def fcgi_body(sock, path):

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import unavailable
 from fcgi_client import TESTS, ServerProcess, get, server_env
-from gateway.handlers.fastcgi import cli
+from gateway import cli
 
 APP = 'apps.fcgiapps:router'
 
@@ -31,7 +31,7 @@ def error_lines(output):
 
 
 def test_help_explains_every_option_and_its_default(capsys):
-    assert cli.main(['--help']) == 0
+    assert cli.fastcgi_main(['--help']) == 0
     text = capsys.readouterr().out
     for option in ('--bind', '--workers', '--threads', '--max-requests', '--timeout',
                    '--graceful-timeout', '--max-connections', '--read-timeout',
@@ -62,7 +62,7 @@ def test_help_through_the_gateway_command():
     (['--no-such-option'], 'unrecognized arguments'),
 ])
 def test_usage_errors_are_one_line_and_exit_2(args, says, capsys):
-    assert cli.main([APP, *args]) == 2
+    assert cli.fastcgi_main([APP, *args]) == 2
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and err.startswith('gateway fastcgi: error:'), err
     assert says in err
@@ -71,7 +71,7 @@ def test_usage_errors_are_one_line_and_exit_2(args, says, capsys):
 def test_no_application_given(capsys):
     env_app = os.environ.pop('GATEWAY_APP', None)
     try:
-        assert cli.main(['--bind', '127.0.0.1:0']) == 2
+        assert cli.fastcgi_main(['--bind', '127.0.0.1:0']) == 2
     finally:
         if env_app is not None:
             os.environ['GATEWAY_APP'] = env_app
@@ -309,15 +309,15 @@ def test_options_reach_the_server(tmp_path):
 def test_log_file_takes_the_log_and_wsgi_errors(tmp_path):
     import socket
     from fcgi_client import ServerProcess, cgi_params, read_until_end_request
-    from gateway.handlers.fastcgi import protocol as p
+    from gateway.fastcgi import client as c
     log = tmp_path / 'gateway.log'
     ours, theirs = socket.socketpair()
     with ServerProcess(['apps.fcgiapps:errors', '--log-file', str(log)],
                        stdin=theirs.fileno()) as server:
         theirs.close()
         ours.settimeout(10)
-        ours.sendall(p.encode_begin_request(1, keep_conn=True)
-                     + p.encode_params(1, cgi_params('/')) + p.encode_stdin(1, b''))
+        ours.sendall(c.encode_begin_request(1, keep_conn=True)
+                     + c.encode_params(1, cgi_params('/')) + c.encode_stdin(1, b''))
         assert read_until_end_request(ours).status == 200
         ours.close()
         assert server.wait() == 0

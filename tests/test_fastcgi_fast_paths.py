@@ -16,10 +16,12 @@ import time
 import pytest
 
 from gateway.handlers.base import BaseHandler
-from gateway.handlers.fastcgi import protocol as p
-from gateway.handlers.fastcgi.config import Config
-from gateway.handlers.fastcgi.connection import ServedConnection
-from gateway.handlers.fastcgi.worker import Worker
+from gateway.fastcgi import client as c
+from gateway.fastcgi import protocol as p
+from gateway.fastcgi.config import Config
+from gateway.fastcgi.connection import ServedConnection, State
+from gateway.fastcgi.transports import SocketTransport
+from gateway.fastcgi.worker import Worker
 from gateway.headers import Headers, check_header_name, check_header_value
 from gateway.util import is_hop_by_hop
 
@@ -42,11 +44,11 @@ def test_end_response_is_stdout_end_stdout_and_end_request(size):
     data = bytes(range(256)) * (size // 256) + bytes(size % 256)
     for app_status in (0, 3, -1):
         ours = p.Connection()
-        ours.receive_data(p.encode_begin_request(7))
+        ours.receive_data(c.encode_begin_request(7))
         theirs = p.Connection()
-        theirs.receive_data(p.encode_begin_request(7))
+        theirs.receive_data(c.encode_begin_request(7))
         assert ours.end_response(7, data, app_status) == (
-            theirs.stdout(7, data) + theirs.end_stdout(7) + theirs.end_request(7, app_status))
+            theirs.stdout(7, data) + p.encode_record(p.FCGI_STDOUT, 7) + theirs.end_request(7, app_status))
         assert not ours.active_requests and not theirs.active_requests
 
 
@@ -136,14 +138,29 @@ def test_declared_length_read_as_get_all_reads_it(declared):
 
 # -- non-blocking I/O -------------------------------------------------------------
 
-def _pair(read_timeout=5.0):
+class WatchedTransport(SocketTransport):
+    """The socket transport, telling each time it waits on the socket."""
+
+    def __init__(self, sock, timeout):
+        SocketTransport.__init__(self, sock, timeout)
+        self.waits = []                         # 'read' or 'write', in order
+        self.waited = threading.Semaphore(0)    # released on each wait
+
+    def _wait(self, writing, deadline):
+        self.waits.append('write' if writing else 'read')
+        self.waited.release()
+        return SocketTransport._wait(self, writing, deadline)
+
+
+def _pair(read_timeout=5.0, app=None):
     ours, theirs = socket.socketpair()
-    conn = ServedConnection(ours, hello, Config(read_timeout=read_timeout), {})
+    conn = ServedConnection(ours, app or hello, Config(read_timeout=read_timeout), {})
+    conn.transport = WatchedTransport(ours, conn.timeout)
     return conn, theirs
 
 
 def _answer(sock):
-    reader, out = p.RecordReader(), b''
+    reader, out = c.RecordReader(), b''
     while True:
         data = sock.recv(65536)
         assert data, 'closed before END_REQUEST'
@@ -151,16 +168,15 @@ def _answer(sock):
             if record.type == p.FCGI_STDOUT:
                 out += record.content
             elif record.type == p.FCGI_END_REQUEST:
-                return out, p.decode_end_request(record.content)
+                return out, c.decode_end_request(record.content)
 
 
 def test_nothing_arrived_yet_returns_at_once_without_waiting():
     conn, theirs = _pair()
-    started = time.monotonic()
     assert conn.handle_readable(wait=False) is True
-    assert time.monotonic() - started < 1 and conn.open
-    theirs.sendall(p.encode_begin_request(1, keep_conn=True) + p.encode_params(1, PARAMS)
-                   + p.encode_stdin(1, b''))
+    assert conn.transport.waits == [] and conn.state is State.OPEN
+    theirs.sendall(c.encode_begin_request(1, keep_conn=True) + c.encode_params(1, PARAMS)
+                   + c.encode_stdin(1, b''))
     assert conn.handle_readable(wait=False) is True
     assert _answer(theirs) == (b'Status: 200 OK\r\nContent-Type: text/plain\r\n'
                                b'Content-Length: 5\r\n\r\nhello', (0, 0))
@@ -173,12 +189,13 @@ def test_input_arriving_slowly_is_waited_for_and_read():
     body = b'x' * 300000
 
     def send_slowly():
-        theirs.sendall(p.encode_begin_request(1) + p.encode_params(1, {
+        theirs.sendall(c.encode_begin_request(1) + c.encode_params(1, {
             **PARAMS, 'REQUEST_METHOD': 'POST', 'CONTENT_LENGTH': str(len(body))}))
         for start in range(0, len(body), 60000):
-            time.sleep(0.05)
-            theirs.sendall(p.encode_stdin(1, body[start:start + 60000], end=False))
-        theirs.sendall(p.encode_stdin(1, b''))
+            # Each block only once the server waits for it.
+            assert conn.transport.waited.acquire(timeout=10)
+            theirs.sendall(c.encode_stdin(1, body[start:start + 60000], end=False))
+        theirs.sendall(c.encode_stdin(1, b''))
     sender = threading.Thread(target=send_slowly)
     sender.start()
     result = []
@@ -189,18 +206,19 @@ def test_input_arriving_slowly_is_waited_for_and_read():
         reader.join(10)
         out, end = result[0]
         assert out.endswith(b'\r\n\r\n' + body) and end == (0, 0)
+        assert conn.transport.waits.count('read') >= 5
     finally:
         sender.join(10)
         theirs.close()
 
 
-def test_a_silent_peer_mid_request_times_out():
+def test_a_silent_peer_mid_request_times_out(gateway_log):
     conn, theirs = _pair(read_timeout=0.3)
-    theirs.sendall(p.encode_begin_request(1) + p.encode_params(1, {
+    theirs.sendall(c.encode_begin_request(1) + c.encode_params(1, {
         **PARAMS, 'REQUEST_METHOD': 'POST', 'CONTENT_LENGTH': '10'}))
-    started = time.monotonic()
     assert conn.handle_readable() is False
-    assert 0.25 < time.monotonic() - started < 3
+    assert 'the web server sent no input for 0.3s; aborting it' in gateway_log.text
+    assert conn.transport.waits == ['read']
     theirs.close()
 
 
@@ -208,32 +226,34 @@ def test_a_large_answer_to_a_slow_reader_is_sent_whole():
     def big(environ, start_response):
         start_response('200 OK', [])
         return [b'y' * 3000000]
-    ours, theirs = socket.socketpair()
-    conn = ServedConnection(ours, big, Config(read_timeout=5), {})
-    theirs.sendall(p.encode_begin_request(1) + p.encode_params(1, PARAMS)
-                   + p.encode_stdin(1, b''))
+    conn, theirs = _pair(app=big)
+    theirs.sendall(c.encode_begin_request(1) + c.encode_params(1, PARAMS)
+                   + c.encode_stdin(1, b''))
     result = []
-    reader = threading.Thread(target=lambda: (time.sleep(0.2), result.append(_answer(theirs))))
+
+    def read_once_the_server_waits():
+        assert conn.transport.waited.acquire(timeout=10)
+        result.append(_answer(theirs))
+    reader = threading.Thread(target=read_once_the_server_waits)
     reader.start()
     assert conn.handle_readable() is False
     reader.join(10)
     out, end = result[0]
     assert out == b'Status: 200 OK\r\nContent-Length: 3000000\r\n\r\n' + b'y' * 3000000
-    assert end == (0, 0)
+    assert end == (0, 0) and conn.transport.waits[0] == 'write'
     theirs.close()
 
 
-def test_a_reader_that_never_reads_times_the_send_out():
+def test_a_reader_that_never_reads_times_the_send_out(gateway_log):
     def big(environ, start_response):
         start_response('200 OK', [])
         return [b'y' * 5000000]
-    ours, theirs = socket.socketpair()
-    conn = ServedConnection(ours, big, Config(read_timeout=0.3), {})
-    theirs.sendall(p.encode_begin_request(1) + p.encode_params(1, PARAMS)
-                   + p.encode_stdin(1, b''))
-    started = time.monotonic()
+    conn, theirs = _pair(read_timeout=0.3, app=big)
+    theirs.sendall(c.encode_begin_request(1) + c.encode_params(1, PARAMS)
+                   + c.encode_stdin(1, b''))
     assert conn.handle_readable() is False
-    assert 0.25 < time.monotonic() - started < 3
+    assert 'the web server read nothing we sent for 0.3s' in gateway_log.text
+    assert set(conn.transport.waits) == {'write'}
     theirs.close()
 
 
@@ -282,8 +302,8 @@ def test_connections_closed_after_one_request_leave_nothing_behind(worker_on):
     worker, family, address = worker_on
     for _ in range(20):
         sock = _connect(family, address)
-        sock.sendall(p.encode_begin_request(1) + p.encode_params(1, PARAMS)
-                     + p.encode_stdin(1, b''))
+        sock.sendall(c.encode_begin_request(1) + c.encode_params(1, PARAMS)
+                     + c.encode_stdin(1, b''))
         assert _answer(sock)[0].endswith(b'hello')
         assert sock.recv(1) == b''
         sock.close()
@@ -297,12 +317,12 @@ def test_connections_closed_after_one_request_leave_nothing_behind(worker_on):
 def test_a_request_arriving_after_the_connection_is_served(worker_on):
     worker, family, address = worker_on
     sock = _connect(family, address)
-    sock.sendall(p.encode_begin_request(1, keep_conn=True))    # the rest comes later
+    sock.sendall(c.encode_begin_request(1, keep_conn=True))    # the rest comes later
     time.sleep(0.3)
-    sock.sendall(p.encode_params(1, PARAMS) + p.encode_stdin(1, b''))
+    sock.sendall(c.encode_params(1, PARAMS) + c.encode_stdin(1, b''))
     assert _answer(sock)[0].endswith(b'hello')
-    sock.sendall(p.encode_begin_request(1) + p.encode_params(1, PARAMS)
-                 + p.encode_stdin(1, b'again'))
+    sock.sendall(c.encode_begin_request(1) + c.encode_params(1, PARAMS)
+                 + c.encode_stdin(1, b'again'))
     assert _answer(sock)[0].endswith(b'again')
     assert sock.recv(1) == b''
     sock.close()
@@ -319,7 +339,7 @@ def test_accepted_tcp_connections_have_nodelay():
     try:
         for _ in range(3):
             client = socket.create_connection(listener.getsockname(), timeout=5)
-            client.sendall(p.encode_begin_request(1, keep_conn=True))   # keeps it open
+            client.sendall(c.encode_begin_request(1, keep_conn=True))   # keeps it open
             clients.append(client)
         deadline = time.monotonic() + 5
         while len(worker.connections) < 3 and time.monotonic() < deadline:
@@ -345,20 +365,20 @@ def test_waiting_for_the_web_server_to_close_holds_up_no_one(family):
         # this web server to close before closing (a close with unread
         # input would be a reset)...
         slow = _connect(family, address)
-        slow.sendall(p.encode_begin_request(1) + p.encode_params(1, {
+        slow.sendall(c.encode_begin_request(1) + c.encode_params(1, {
             **PARAMS, 'REQUEST_METHOD': 'POST', 'CONTENT_LENGTH': '10'})
-            + p.encode_stdin(1, b'0123', end=False))
+            + c.encode_stdin(1, b'0123', end=False))
         assert _answer(slow)[0].endswith(b'not read')
         assert slow.recv(1) == b''          # our side is done...
         # ...but the next web server connection is served meanwhile.
         started = time.monotonic()
         other = _connect(family, address)
-        other.sendall(p.encode_begin_request(1) + p.encode_params(1, PARAMS)
-                      + p.encode_stdin(1, b''))
+        other.sendall(c.encode_begin_request(1) + c.encode_params(1, PARAMS)
+                      + c.encode_stdin(1, b''))
         assert _answer(other)[0].endswith(b'not read')
         assert time.monotonic() - started < 2
         other.close()
-        slow.sendall(p.encode_stdin(1, b'456789'))   # more input: discarded
+        slow.sendall(c.encode_stdin(1, b'456789'))   # more input: discarded
         time.sleep(0.1)
         slow.close()
         deadline = time.monotonic() + 5
@@ -379,9 +399,9 @@ def test_a_response_cut_short_reaches_the_web_server_before_the_close():
         for _ in range(20):
             sock = _connect(family, address)
             # The end of the input comes after the request has started.
-            sock.sendall(p.encode_begin_request(1, keep_conn=True) + p.encode_params(1, PARAMS))
-            sock.sendall(p.encode_stdin(1, b''))
-            data, reader = b'', p.RecordReader()
+            sock.sendall(c.encode_begin_request(1, keep_conn=True) + c.encode_params(1, PARAMS))
+            sock.sendall(c.encode_stdin(1, b''))
+            data, reader = b'', c.RecordReader()
             while True:
                 chunk = sock.recv(65536)    # a reset would raise here
                 if not chunk:

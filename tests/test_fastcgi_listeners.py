@@ -16,8 +16,9 @@ import pytest
 from conftest import unavailable
 
 from fcgi_client import ServerProcess, cgi_params, get, read_until_end_request, server_env
-from gateway.handlers.fastcgi import listeners as L
-from gateway.handlers.fastcgi import protocol as p
+from gateway.fastcgi import listeners as L
+from gateway.fastcgi import client as c
+from gateway.fastcgi import protocol as p
 
 APP = 'apps.fcgiapps:router'
 
@@ -128,7 +129,7 @@ def test_unix_socket_mode_and_group_by_name_and_id(tmp_path):
 
 SWAP_AFTER_BIND = """
 import json, os, sys
-from gateway.handlers.fastcgi import listeners as L
+from gateway.fastcgi import listeners as L
 
 path, victim, group = sys.argv[1:]
 events = []
@@ -466,9 +467,9 @@ def test_connected_socket_on_fd_0_is_served_in_process_iis_style():
         ours.settimeout(10)
         for index in range(4):
             body = b'request %d' % index
-            ours.sendall(p.encode_begin_request(1, keep_conn=True)
-                         + p.encode_params(1, cgi_params('/echo', method='POST', body=body))
-                         + p.encode_stdin(1, body))
+            ours.sendall(c.encode_begin_request(1, keep_conn=True)
+                         + c.encode_params(1, cgi_params('/echo', method='POST', body=body))
+                         + c.encode_stdin(1, body))
             response = read_until_end_request(ours)
             assert (response.status, response.body, response.protocol_status) == (200, body, 0)
         assert 'arbiter' not in server.log
@@ -486,8 +487,8 @@ def test_iis_path_info_fixed_on_the_stdin_transport(how):
         ours.settimeout(10)
         for path, expected in (('/app.py/x/y', b'/x/y'), ('/app.py', b''), ('/other', b'/other')):
             params = cgi_params('/path', SCRIPT_NAME='/app.py', PATH_INFO=path)
-            ours.sendall(p.encode_begin_request(1, keep_conn=True)
-                         + p.encode_params(1, params) + p.encode_stdin(1, b''))
+            ours.sendall(c.encode_begin_request(1, keep_conn=True)
+                         + c.encode_params(1, params) + c.encode_stdin(1, b''))
             response = read_until_end_request(ours)
             assert (response.status, response.body) == (200, expected)
         ours.close()
@@ -530,7 +531,7 @@ def windows_listeners(monkeypatch):
     import ctypes
     kernel32 = types.SimpleNamespace(GetFileType=_FakeGetFileType())
     monkeypatch.setattr(ctypes, 'windll', types.SimpleNamespace(kernel32=kernel32), raising=False)
-    spec = importlib.util.spec_from_file_location('gateway.handlers.fastcgi.listeners_on_windows',
+    spec = importlib.util.spec_from_file_location('gateway.fastcgi.listeners_on_windows',
                                                   L.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -546,8 +547,8 @@ class _FakeGetFileType:
 
 def test_windows_pipe_stream_serves_iis_requests(windows_listeners):
     import threading
-    from gateway.handlers.fastcgi.config import Config
-    from gateway.handlers.fastcgi.worker import serve_stream
+    from gateway.fastcgi.config import Config
+    from gateway.fastcgi.server import serve_stream
     from apps.fcgiapps import router
 
     ours, theirs = socket.socketpair()
@@ -561,9 +562,9 @@ def test_windows_pipe_stream_serves_iis_requests(windows_listeners):
         server.start()
         ours.settimeout(10)
         for keep_conn in (True, True, False):
-            ours.sendall(p.encode_begin_request(1, keep_conn=keep_conn)
-                         + p.encode_params(1, cgi_params('/echo', method='POST', body=b'piped'))
-                         + p.encode_stdin(1, b'piped'))
+            ours.sendall(c.encode_begin_request(1, keep_conn=keep_conn)
+                         + c.encode_params(1, cgi_params('/echo', method='POST', body=b'piped'))
+                         + c.encode_stdin(1, b'piped'))
             assert read_until_end_request(ours).body == b'piped'
         ours.close()
         server.join(10)

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import in_background
 from fcgi_client import TESTS, ServerProcess, get, pid_alive, server_env, wait_until
-from gateway.handlers.fastcgi import arbiter
-from gateway.handlers.fastcgi.compat import WSGIServer
+from gateway.fastcgi import arbiter
+from gateway.fastcgi.compat import WSGIServer
 
 APP = 'apps.fcgiapps:router'
 
@@ -252,7 +252,7 @@ def test_workers_0_serves_in_the_process_itself(tmp_path):
 
 FLUP_PROGRAM = '''\
 import sys
-from gateway.handlers.fastcgi import compat
+from gateway.fastcgi import compat
 
 def application(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
@@ -317,7 +317,7 @@ def test_flup_arguments_map_onto_settings():
 
 def test_flup_style_server_answers_as_cgi_when_stdin_is_not_a_socket():
     program = '''\
-from gateway.handlers.fastcgi.compat import WSGIServer
+from gateway.fastcgi.compat import WSGIServer
 def application(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return [b'as CGI: ' + environ['PATH_INFO'].encode()]
@@ -335,9 +335,9 @@ def test_serve_in_process_api(tmp_path):
     """serve() on a Config, in a child, as an embedding program would."""
     program = textwrap.dedent('''\
         import sys
-        from gateway.handlers.fastcgi.arbiter import serve
-        from gateway.handlers.fastcgi.cli import configure_logging
-        from gateway.handlers.fastcgi.config import Config
+        from gateway.fastcgi.server import serve
+        from gateway.fastcgi.server import configure_logging
+        from gateway.fastcgi.config import Config
         configure_logging()
         outcome = serve(Config(app='apps.fcgiapps:router', binds=[sys.argv[1]], workers=1))
         print('outcome', outcome.status, outcome.signal, flush=True)

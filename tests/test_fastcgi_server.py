@@ -14,9 +14,10 @@ import time
 import pytest
 
 from conftest import REPO
-from gateway.handlers.fastcgi import protocol as p
-from gateway.handlers.fastcgi.config import Config
-from gateway.handlers.fastcgi.worker import Worker
+from gateway.fastcgi import client as c
+from gateway.fastcgi import protocol as p
+from gateway.fastcgi.config import Config
+from gateway.fastcgi.worker import Worker
 
 PARAMS = {'REQUEST_METHOD': 'GET', 'SCRIPT_NAME': '/app', 'PATH_INFO': '/x',
           'QUERY_STRING': '', 'SERVER_PROTOCOL': 'HTTP/1.1', 'SERVER_NAME': 'localhost',
@@ -103,15 +104,15 @@ class Client:
 
     def __init__(self, address, timeout=10):
         self.sock = socket.create_connection(address, timeout=timeout)
-        self.reader = p.RecordReader()
+        self.reader = c.RecordReader()
         self.records = []
 
     def send(self, data):
         self.sock.sendall(data)
 
     def begin(self, request_id=1, params=None, keep_conn=False, role=p.FCGI_RESPONDER):
-        self.send(p.encode_begin_request(request_id, role, keep_conn)
-                  + p.encode_params(request_id, {**PARAMS, **(params or {})}))
+        self.send(c.encode_begin_request(request_id, role, keep_conn)
+                  + c.encode_params(request_id, {**PARAMS, **(params or {})}))
 
     def next_record(self):
         while not self.records:
@@ -135,12 +136,12 @@ class Client:
             elif record.type == p.FCGI_STDERR:
                 err += record.content
             elif record.type == p.FCGI_END_REQUEST:
-                return out, err, p.decode_end_request(record.content)
+                return out, err, c.decode_end_request(record.content)
 
     def request(self, path='/x', body=b'', keep_conn=False, request_id=1, **params):
         self.begin(request_id, {'PATH_INFO': path, 'CONTENT_LENGTH': str(len(body)), **params},
                    keep_conn)
-        self.send(p.encode_stdin(request_id, body))
+        self.send(c.encode_stdin(request_id, body))
         return self.response(request_id)
 
     def closed_by_peer(self):
@@ -188,7 +189,7 @@ def test_without_keep_conn_the_connection_is_closed(server):
 def test_get_values_truthful_and_unknown_names_left_out(server):
     _, address = server
     client = Client(address)
-    client.send(p.encode_get_values([p.FCGI_MAX_CONNS, p.FCGI_MAX_REQS, p.FCGI_MPXS_CONNS,
+    client.send(c.encode_get_values([p.FCGI_MAX_CONNS, p.FCGI_MAX_REQS, p.FCGI_MPXS_CONNS,
                                      'NOT_A_VALUE']))
     record = client.next_record()
     assert record.type == p.FCGI_GET_VALUES_RESULT and record.request_id == 0
@@ -200,12 +201,12 @@ def test_get_values_answered_in_the_middle_of_a_request(server):
     app, address = server
     client = Client(address)
     client.begin(1, {'PATH_INFO': '/echo', 'REQUEST_METHOD': 'POST', 'CONTENT_LENGTH': '6'})
-    client.send(p.encode_stdin(1, b'abc', end=False))
-    client.send(p.encode_get_values([p.FCGI_MPXS_CONNS]))
+    client.send(c.encode_stdin(1, b'abc', end=False))
+    client.send(c.encode_get_values([p.FCGI_MPXS_CONNS]))
     record = client.next_record()
     assert record.type == p.FCGI_GET_VALUES_RESULT
     assert p.decode_pairs(record.content) == {'FCGI_MPXS_CONNS': '0'}
-    client.send(p.encode_stdin(1, b'def'))
+    client.send(c.encode_stdin(1, b'def'))
     out, _, end = client.response(1)
     assert out.endswith(b'\r\n\r\nabcdef') and end == (0, 0)
 
@@ -215,7 +216,7 @@ def test_unknown_management_type_gets_unknown_type(server):
     client = Client(address)
     client.send(p.encode_record(42, 0, b'whatever'))
     record = client.next_record()
-    assert record.type == p.FCGI_UNKNOWN_TYPE and p.decode_unknown_type(record.content) == 42
+    assert record.type == p.FCGI_UNKNOWN_TYPE and c.decode_unknown_type(record.content) == 42
     assert client.request(keep_conn=True)[2] == (0, 0)   # and the connection still serves
 
 
@@ -224,7 +225,7 @@ def test_roles_not_served_get_unknown_role(server, role):
     _, address = server
     client = Client(address)
     client.begin(1, role=role)
-    client.send(p.encode_stdin(1, b''))
+    client.send(c.encode_stdin(1, b''))
     assert client.response(1) == (b'', b'', (0, p.FCGI_UNKNOWN_ROLE))
 
 
@@ -233,11 +234,11 @@ def test_second_begin_request_on_a_busy_connection_gets_cant_mpx_conn(server):
     client = Client(address)
     client.begin(1, {'PATH_INFO': '/echo', 'REQUEST_METHOD': 'POST', 'CONTENT_LENGTH': '2'},
                  keep_conn=True)
-    client.send(p.encode_stdin(1, b'a', end=False))
+    client.send(c.encode_stdin(1, b'a', end=False))
     client.begin(2, keep_conn=True)
-    client.send(p.encode_stdin(2, b''))
+    client.send(c.encode_stdin(2, b''))
     assert client.response(2) == (b'', b'', (0, p.FCGI_CANT_MPX_CONN))
-    client.send(p.encode_stdin(1, b'b'))
+    client.send(c.encode_stdin(1, b'b'))
     out, _, end = client.response(1)
     assert out.endswith(b'ab') and end == (0, 0)
 
@@ -247,9 +248,9 @@ def test_abort_while_the_app_reads_input(server):
     client = Client(address)
     client.begin(1, {'PATH_INFO': '/slow-read', 'REQUEST_METHOD': 'POST',
                      'CONTENT_LENGTH': '1000'}, keep_conn=True)
-    client.send(p.encode_stdin(1, b'partial', end=False))
+    client.send(c.encode_stdin(1, b'partial', end=False))
     assert app.reading.wait(5)
-    client.send(p.encode_abort_request(1))
+    client.send(c.encode_abort_request(1))
     out, _, end = client.response(1)
     assert end == (0, p.FCGI_REQUEST_COMPLETE) and b'read it all' not in out
     assert isinstance(app.input_error, ConnectionAbortedError)
@@ -261,10 +262,10 @@ def test_abort_while_streaming_closes_the_iterable_promptly(server):
     client = Client(address)
     client.request_started = time.monotonic()
     client.begin(1, {'PATH_INFO': '/stream'}, keep_conn=True)
-    client.send(p.encode_stdin(1, b''))
+    client.send(c.encode_stdin(1, b''))
     assert app.reading.wait(5)
     assert client.next_record().type == p.FCGI_STDOUT
-    client.send(p.encode_abort_request(1))
+    client.send(c.encode_abort_request(1))
     out, _, end = client.response(1)
     assert end == (0, p.FCGI_REQUEST_COMPLETE)
     assert app.closed.wait(5)
@@ -274,8 +275,8 @@ def test_abort_while_streaming_closes_the_iterable_promptly(server):
 def test_records_for_inactive_request_ids_are_ignored(server):
     _, address = server
     client = Client(address)
-    client.send(p.encode_stdin(7, b'stray') + p.encode_params(9, {'A': 'b'})
-                + p.encode_abort_request(5))
+    client.send(c.encode_stdin(7, b'stray') + c.encode_params(9, {'A': 'b'})
+                + c.encode_abort_request(5))
     out, _, end = client.request('/fine')
     assert out.endswith(b'hello /fine') and end == (0, 0)
 
@@ -286,7 +287,7 @@ def test_overloaded_when_over_the_connection_limit():
         assert first.request(keep_conn=True)[2] == (0, 0)
         second = Client(address)
         second.begin(1)
-        second.send(p.encode_stdin(1, b''))
+        second.send(c.encode_stdin(1, b''))
         assert second.response(1) == (b'', b'', (0, p.FCGI_OVERLOADED))
         assert second.closed_by_peer()
         assert first.request(keep_conn=True)[2] == (0, 0)
@@ -297,8 +298,8 @@ def test_output_records_at_most_65535_bytes_and_padded_to_8(server):
     client = Client(address)
     client.request('/big')   # warm: consume through the reader
     raw = socket.create_connection(address, timeout=10)
-    raw.sendall(p.encode_begin_request(1) + p.encode_params(1, {**PARAMS, 'PATH_INFO': '/big'})
-                + p.encode_stdin(1, b''))
+    raw.sendall(c.encode_begin_request(1) + c.encode_params(1, {**PARAMS, 'PATH_INFO': '/big'})
+                + c.encode_stdin(1, b''))
     data = b''
     while True:
         chunk = raw.recv(65536)
@@ -336,8 +337,8 @@ def test_params_without_a_required_variable_are_a_500_and_a_log_line(server, cap
     params = {name: value for name, value in PARAMS.items() if name != missing}
     client = Client(address)
     with caplog.at_level(logging.WARNING, logger='gateway'):
-        client.send(p.encode_begin_request(1, p.FCGI_RESPONDER, False)
-                    + p.encode_params(1, params) + p.encode_stdin(1, b''))
+        client.send(c.encode_begin_request(1, p.FCGI_RESPONDER, False)
+                    + c.encode_params(1, params) + c.encode_stdin(1, b''))
         out, err, end = client.response()
     assert out.startswith(b'Status: 500 Internal Server Error\r\n') and end == (0, 0)
     assert f'the web server set no {missing}' in caplog.text
@@ -384,19 +385,19 @@ def test_threads_serve_other_connections_while_one_is_busy():
         busy = Client(address)
         busy.begin(1, {'PATH_INFO': '/slow-read', 'REQUEST_METHOD': 'POST',
                        'CONTENT_LENGTH': '10'})
-        busy.send(p.encode_stdin(1, b'12345', end=False))
+        busy.send(c.encode_stdin(1, b'12345', end=False))
         assert app.reading.wait(5)
         out, _, end = Client(address).request('/other')
         assert out.endswith(b'hello /other')
-        busy.send(p.encode_stdin(1, b'67890'))
+        busy.send(c.encode_stdin(1, b'67890'))
         assert busy.response(1)[0].endswith(b'read it all')
 
 
 STREAM_SERVER = """
 import os, socket, sys, hashlib
 sys.path.insert(0, {repo!r})
-from gateway.handlers.fastcgi.config import Config
-from gateway.handlers.fastcgi.worker import Worker
+from gateway.fastcgi.config import Config
+from gateway.fastcgi.worker import Worker
 
 def app(environ, start_response):
     if environ['PATH_INFO'] == '/upload':
@@ -473,14 +474,14 @@ def test_100mb_upload_and_download_in_bounded_memory():
 
         client = Client(address, timeout=60)
         client.begin(1, {'PATH_INFO': '/download', 'QUERY_STRING': str(size)})
-        client.send(p.encode_stdin(1, b''))
+        client.send(c.encode_stdin(1, b''))
         received, end = 0, None
         while end is None:
             record = client.next_record()
             if record.type == p.FCGI_STDOUT:
                 received += len(record.content)
             elif record.type == p.FCGI_END_REQUEST:
-                end = p.decode_end_request(record.content)
+                end = c.decode_end_request(record.content)
         head = len(b'Status: 200 OK\r\nContent-Length: %d\r\n\r\n' % size)
         assert received - head == size and end == (0, 0)
 
@@ -502,7 +503,7 @@ class RecordingSocket(socket.socket):
 
 
 def serve_over_socketpair(app, params, sole=False, requests=1, keep_conn=True):
-    from gateway.handlers.fastcgi.connection import ServedConnection
+    from gateway.fastcgi.connection import ServedConnection
     ours, theirs = socket.socketpair()
     served = RecordingSocket(fileno=theirs.detach())
     served.sends = []
@@ -510,10 +511,10 @@ def serve_over_socketpair(app, params, sole=False, requests=1, keep_conn=True):
     ours.settimeout(10)
     responses = []
     for _ in range(requests):
-        ours.sendall(p.encode_begin_request(1, keep_conn=keep_conn) + p.encode_params(1, params)
-                     + p.encode_stdin(1, b''))
+        ours.sendall(c.encode_begin_request(1, keep_conn=keep_conn) + c.encode_params(1, params)
+                     + c.encode_stdin(1, b''))
         assert conn.handle_readable() or not keep_conn and not sole
-        reader, records = p.RecordReader(), []
+        reader, records = c.RecordReader(), []
         while not records or records[-1].type != p.FCGI_END_REQUEST:
             records += reader.feed(ours.recv(65536))
         responses.append(records)
@@ -527,7 +528,7 @@ def test_a_body_that_reaches_its_content_length_ends_in_the_same_write_as_end_re
         yield b'abc'
         yield b'def'
     sends, responses, _ = serve_over_socketpair(app, PARAMS)
-    last = list(p.parse_records(sends[-1]))
+    last = list(c.parse_records(sends[-1]))
     kinds = [record.type for record in last]
     assert kinds[-1] == p.FCGI_END_REQUEST
     assert any(r.type == p.FCGI_STDOUT and r.content.endswith(b'def') for r in last)
@@ -544,10 +545,10 @@ def test_records_after_an_abort_in_the_same_write_are_still_answered(server):
     app, address = server
     client = Client(address)
     client.begin(1, {'PATH_INFO': '/stream'}, keep_conn=True)
-    client.send(p.encode_stdin(1, b''))
+    client.send(c.encode_stdin(1, b''))
     assert app.reading.wait(5)
     assert client.next_record().type == p.FCGI_STDOUT
-    client.send(p.encode_abort_request(1) + p.encode_get_values([p.FCGI_MPXS_CONNS]))
+    client.send(c.encode_abort_request(1) + c.encode_get_values([p.FCGI_MPXS_CONNS]))
     assert client.response(1)[2] == (0, p.FCGI_REQUEST_COMPLETE)
     assert app.closed.wait(5)
     kinds = []

@@ -6,9 +6,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from gateway.__main__ import parse_cgi_args
-from gateway.handlers.fastcgi.cli import build_parser
-from gateway.handlers.fastcgi.config import Config
+from gateway.cli import parse_cgi_args
+from gateway.cli import build_parser
+from gateway.fastcgi.config import Config
 from iis_fronts import webconfig
 from iis_fronts.webconfig import IIS, split_command_line
 

@@ -76,6 +76,15 @@ def guess_scheme(environ):
     return 'https' if environ.get('HTTPS') in ('on', 'yes', '1') else 'http'
 
 
+def describe_request(environ):
+    """The request, as every log line names it: ``GET /path?query`` (the
+    REQUEST_URI, else SCRIPT_NAME and PATH_INFO), or 'a request'."""
+    if not environ:
+        return 'a request'
+    return '%s %s' % (environ.get('REQUEST_METHOD') or '-', environ.get('REQUEST_URI')
+                      or environ.get('SCRIPT_NAME', '') + environ.get('PATH_INFO', ''))
+
+
 def _carries_no_content(status):
     # RFC 9110, 6.4.1: a 1xx, 204 or 304 response ends with its headers, so
     # no Content-Length computed from a body may describe it (gh-62299).
@@ -436,9 +445,7 @@ class BaseHandler:
         errors.flush()
 
     def _request_line(self):
-        environ = self.environ or {}
-        return (f"{environ.get('REQUEST_METHOD', '-')} {environ.get('SCRIPT_NAME', '')}"
-                f"{environ.get('PATH_INFO', '')}")
+        return describe_request(self.environ)
 
     # -- what a transport must provide ------------------------------------------
 

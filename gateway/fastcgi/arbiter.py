@@ -1,9 +1,11 @@
-"""The FastCGI server's process model.
+"""The FastCGI server's process model: the arbiter, which only supervises.
 
 The arbiter opens nothing but the listening sockets and never imports the
-application: it forks workers and keeps ``config.workers`` of them serving.
-Each worker imports the application after the fork (so a SIGHUP brings fresh
-code), says it is ready, and serves until told to stop.
+application: it forks workers and keeps ``config.workers`` of them serving,
+watching them from outside (their reports, their exit, the Heartbeat of
+their requests). What a worker does once forked (loading the application,
+its signals, serving, answering a timeout) is worker.py's; which mode runs
+(this arbiter, one process, IIS's one connection) is server.py's.
 
 Arbiter signals:
 
@@ -26,11 +28,6 @@ once with one thread, once its other requests are done with more. A worker
 that has not answered within TIMEOUT_GRACE (stuck in code that never lets a
 signal handler run) is killed, and the web server sees its connections
 close.
-
-Two modes need no arbiter: ``workers == 0`` serves in this process (for a
-debugger, or a process manager that supervises by itself), and a connection
-on fd 0 (IIS's process model: IIS starts more processes itself) is served
-right here, one request at a time.
 """
 
 import itertools
@@ -39,41 +36,23 @@ import mmap
 import os
 import select
 import signal
-import sys
-import threading
 import time
-import traceback
-from typing import NamedTuple, Optional
 
-from ...apploader import AppLoadError, load_app
-from . import listeners as transports
 from .config import TIMEOUT_GRACE
-from .worker import Worker, serve_stream
+from .worker import FAST_STOP, TIMEOUT_SIGNAL, flush_and_exit, run_worker_process
 
-__all__ = ['Arbiter', 'Heartbeat', 'Outcome', 'serve', 'serve_in_process',
-           'serve_one_connection', 'describe_load_error', 'WORKER_BOOT_ERROR']
+__all__ = ['Arbiter', 'Heartbeat']
 
 log = logging.getLogger('gateway')
 
-WORKER_BOOT_ERROR = 3       # exit status of a worker that could not load the app
 FAST_STOP_WAIT = 2.0        # SIGINT/SIGQUIT: seconds workers get before SIGKILL
 STOP_MARGIN = 1.0           # SIGTERM: workers bound their own drain; this is slack
 MAX_BACKOFF = 30.0          # seconds between tries when new workers keep failing
 GIVE_UP_AFTER = 5           # failed boots in a row, with nobody serving, before exiting
-# "Abort the request", as gunicorn's arbiter says it. A worker handles it
-# from before it reports ready, and only ready workers are sent it.
-TIMEOUT_SIGNAL = getattr(signal, 'SIGABRT', None)
-
-
-
-def _signals(*names):
-    # Windows has neither SIGQUIT, SIGHUP nor SIGCHLD (nor fork: only the
-    # modes without an arbiter run there).
-    return tuple(getattr(signal, name) for name in names if hasattr(signal, name))
-
-
-_HANDLED = _signals('SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGCHLD')
-_FAST_STOP = _signals('SIGINT', 'SIGQUIT')
+# Windows has neither SIGQUIT, SIGHUP nor SIGCHLD (nor fork: only the modes
+# without an arbiter run there, see server.py).
+_HANDLED = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP',
+                                                    'SIGCHLD') if hasattr(signal, name))
 
 
 # ---------------------------------------------------------------------------
@@ -294,7 +273,7 @@ class Arbiter:
                 self._reload()
                 continue
             self.stop_signal = sig
-            if sig in _FAST_STOP:
+            if sig in FAST_STOP:
                 self._stopping = 'fast'
             else:
                 self._stopping = 'graceful'
@@ -511,7 +490,7 @@ class Arbiter:
             if left <= 0:
                 break
             self._sleep(min(left, 0.5))
-            if graceful and any(s in _FAST_STOP for s in self._signals):
+            if graceful and any(s in FAST_STOP for s in self._signals):
                 graceful = False
                 log.info('shutting down now')
                 deadline = min(deadline, time.monotonic() + FAST_STOP_WAIT)
@@ -535,249 +514,22 @@ class Arbiter:
     # -- the child side of the fork ---------------------------------------------
 
     def _become_worker(self, number, heartbeat, report_w):
+        """In the child: drop what is the arbiter's, then live as a worker
+        (worker.py); never returns."""
         status = 1
         try:
-            self._forget_arbiter_state()
-            status = _worker_main(self.config, [l.sock for l in self.listeners], heartbeat,
-                                  report_w, self._alive_r)
+            signal.set_wakeup_fd(-1)
+            for fd in (self._wake_r, self._wake_w, self._alive_w):
+                os.close(fd)
+            for worker in self.workers.values():
+                worker.close()
+            self.workers.clear()
+            status = run_worker_process(self.config, [l.sock for l in self.listeners],
+                                        heartbeat, report_w, self._alive_r, _HANDLED)
         except BaseException:
             try:
                 log.exception('worker %d crashed', number)
             except BaseException:
                 pass
         finally:
-            _flush_and_exit(status)
-
-    def _forget_arbiter_state(self):
-        signal.set_wakeup_fd(-1)
-        for sig in _HANDLED:
-            signal.signal(sig, signal.SIG_DFL)
-        # Until serving, a fast stop just ends the process: SIGQUIT's
-        # default would dump core, SIGINT's print a traceback.
-        for sig in _FAST_STOP:
-            signal.signal(sig, lambda signum, frame: _flush_and_exit(0))
-        # A terminal hang-up is the arbiter's business (it reloads).
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
-        for fd in (self._wake_r, self._wake_w, self._alive_w):
-            os.close(fd)
-        for worker in self.workers.values():
-            worker.close()
-        self.workers.clear()
-
-
-def _worker_main(config, socks, heartbeat, report_w, alive_r):
-    """A freshly forked worker: load the app, report, serve. Exit status."""
-    try:
-        app = load_application(config)
-    except BaseException as error:
-        _write_all(report_w, b'E' + describe_load_error(config, error).encode('utf-8', 'replace'))
-        os.close(report_w)
-        return WORKER_BOOT_ERROR
-    worker = Worker(socks, app, config, heartbeat)
-    _stop_on_signals(worker, in_child=True)
-    if config.timeout and TIMEOUT_SIGNAL is not None:
-        signal.signal(TIMEOUT_SIGNAL, lambda signum, frame: _end_overdue_requests(worker))
-    threading.Thread(target=_stop_when_orphaned, args=(alive_r, worker), daemon=True,
-                     name='arbiter-watch').start()
-    _write_all(report_w, b'R')
-    os.close(report_w)
-    worker.run()
-    return 0
-
-
-def _end_overdue_requests(worker):
-    # The arbiter saw a request run past --timeout and has replaced us.
-    if worker.answer_overdue():
-        # This handler runs on top of the overdue request: returning would
-        # resume the application, whose answer nobody wants any more.
-        _flush_and_exit(0)
-
-
-def _write_all(fd, data):
-    view = memoryview(data)[:1 << 15]   # a traceback, not a novel
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _stop_on_signals(worker, in_child):
-    signal.signal(signal.SIGTERM, lambda signum, frame: worker.stop(graceful=True))
-    asked = []
-
-    def stop_now(signum, frame):
-        worker.stop(graceful=False)
-        if in_child:
-            # A request running in the main thread would finish first (a
-            # sleep resumes after the handler); the arbiter wants us gone,
-            # and the kernel closes our connections just as well.
-            _flush_and_exit(0)
-        if asked:
-            raise KeyboardInterrupt     # in-process, a second Ctrl-C
-        asked.append(signum)
-    for sig in _FAST_STOP:
-        signal.signal(sig, stop_now)
-
-
-def _flush_and_exit(status):
-    try:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        os._exit(status)
-
-
-def _stop_when_orphaned(alive_r, worker):
-    try:
-        os.read(alive_r, 1)     # returns only when the arbiter has exited
-    except OSError:
-        return
-    log.warning('the arbiter is gone; worker (pid %d) stopping', os.getpid())
-    worker.stop(graceful=True)
-
-
-# ---------------------------------------------------------------------------
-# Loading the application
-# ---------------------------------------------------------------------------
-
-def load_application(config):
-    """The WSGI callable: ``config.application`` if given, else imported
-    from ``config.app``."""
-    # Where --chdir went is the operator's choice; the directory the server
-    # was merely started in is not imported from when this user can write it.
-    app = config.application if config.application is not None \
-        else load_app(config.app, unless_writable=not config.chdir)
-    if config.iis:
-        from .handler import with_iis_path_info
-        app = with_iis_path_info(app)
-    return app
-
-
-def describe_load_error(config, error):
-    """One line naming the application and why it did not load, followed by
-    the traceback when the failure happened inside the application's code."""
-    message = f"cannot load the WSGI application {config.app!r}: "
-    cause = error
-    if isinstance(error, AppLoadError):
-        message += str(error)
-        cause = error.__cause__
-    elif isinstance(error, SystemExit):
-        return message + f"it called sys.exit({error.code!r}) while being imported"
-    elif isinstance(error, KeyboardInterrupt):
-        return message + "interrupted"
-    else:
-        message += f"{type(error).__name__}: {error}"
-    if cause is not None:
-        message += '\n' + ''.join(traceback.format_exception(type(cause), cause, cause.__traceback__))
-    return message.rstrip()
-
-
-# ---------------------------------------------------------------------------
-# Choosing the process model
-# ---------------------------------------------------------------------------
-
-class Outcome(NamedTuple):
-    """How ``serve`` ended: the exit status, and the signal that stopped it."""
-
-    status: int
-    signal: Optional[int]
-
-
-def serve(config, *, hup_stops=False):
-    """Run the server *config* describes until it is stopped.
-
-    With binds: listen on them. Without: serve what the web server left on
-    fd 0, a listening socket or one connection. ``workers == 0`` serves in
-    this process without an arbiter.
-
-    Raises, before serving anything: BindSyntaxError (UnguardedBindError:
-    a TCP listener on every interface with nobody named to connect),
-    ListenError, ValueError (a bad FCGI_WEB_SERVER_ADDRS), and AppLoadError
-    where the application is loaded in this process (no arbiter).
-    """
-    allowed = transports.allowed_peers(config.web_server_addrs)
-    if allowed is not None:
-        log.info('TCP connections accepted %s %s (%s)', 'from' if allowed.anyone else 'only from',
-                 allowed, allowed.source + ('=any' if allowed.anyone else ''))
-    if config.binds:
-        opened = transports.open_listeners(config.binds, allowed, config.backlog,
-                                           config.unix_mode, config.unix_group)
-    else:
-        kind = transports.stdin_kind(0)
-        if kind == 'connection':
-            return Outcome(serve_one_connection(config), None)
-        if kind is None:
-            raise transports.ListenError(
-                "no --bind given, and fd 0 (stdin) is not a socket: pass --bind ADDRESS "
-                "(e.g. --bind 127.0.0.1:9000 or --bind unix:/run/app/fcgi.sock), or let the web "
-                "server start this program with a listening socket on fd 0 (mod_fcgid, "
-                "spawn-fcgi)")
-        opened = [transports.take_stdin_listener(allowed)]
-    for listener in opened:
-        log.info('listening on %s', listener.name)
-    if config.workers == 0:
-        return serve_in_process(config, opened, hup_stops=hup_stops)
-    arbiter = Arbiter(config, opened, hup_stops=hup_stops)
-    return Outcome(arbiter.run(), arbiter.stop_signal)
-
-
-def serve_in_process(config, listeners, hup_stops=False):
-    """One worker, in this process: no fork, no respawn, no timeout."""
-    stopped_by = []
-    saved = {sig: signal.getsignal(sig) for sig in _signals('SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP')}
-    try:
-        app = load_application(config)
-        worker = Worker([l.sock for l in listeners], app, config, heartbeat=None)
-        _stop_on_signals(worker, in_child=False)
-
-        def on_hup(signum, frame):
-            if hup_stops:
-                stopped_by.append(signum)
-                worker.stop(graceful=True)
-            else:
-                log.warning('SIGHUP ignored: reloading needs workers (--workers 1 or more)')
-        if hasattr(signal, 'SIGHUP'):
-            signal.signal(signal.SIGHUP, on_hup)
-        log.info('serving in this process (pid %d), %d thread%s', os.getpid(), config.threads,
-                 's' * (config.threads != 1))
-        worker.run()
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        for listener in listeners:
-            listener.close()
-            listener.remove_socket_file()
-    return Outcome(0, stopped_by[0] if stopped_by else None)
-
-
-def serve_one_connection(config):
-    """IIS's model: the web server's one connection is on fd 0; serve it,
-    one request at a time, until the web server closes it. Exit status."""
-    stream = transports.take_stdin_connection()
-    app = load_application(config)
-    if sys.platform == 'win32':
-        _exit_on_iis_shutdown_event()
-    log.info('serving the connection on fd 0 (pid %d)', os.getpid())
-    try:
-        serve_stream(stream, app, config)
-    finally:
-        stream.close()
-    return 0
-
-
-def _exit_on_iis_shutdown_event():
-    # IIS (signalBeforeTerminateSeconds) asks its FastCGI processes to exit
-    # by setting the event whose handle it puts in _FCGI_SHUTDOWN_EVENT_;
-    # wfastcgi answers by exiting, and so do we.
-    try:
-        handle = int(os.environ['_FCGI_SHUTDOWN_EVENT_'])
-    except (KeyError, ValueError):
-        return
-    import _winapi
-
-    def wait():
-        _winapi.WaitForSingleObject(handle, _winapi.INFINITE)
-        log.info('IIS asked this process to exit')
-        logging.shutdown()
-        os._exit(0)
-    threading.Thread(target=wait, daemon=True, name='iis-shutdown').start()
+            flush_and_exit(status)

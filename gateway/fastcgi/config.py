@@ -60,3 +60,12 @@ class Config:
     def __repr__(self):
         fields = ', '.join(f'{k}={v!r}' for k, v in vars(self).items())
         return f'Config({fields})'
+
+    def load_application(self):
+        """The WSGI callable these settings name (see apploader)."""
+        from ..apploader import load_application
+        # Where --chdir went is the operator's choice; the directory the
+        # server was merely started in is not imported from when this user
+        # can write it.
+        return load_application(self.app, self.application, unless_writable=not self.chdir,
+                                iis=self.iis)

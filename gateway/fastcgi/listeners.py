@@ -508,9 +508,6 @@ if sys.platform == 'win32':
                 written = os.write(self._fd, view)
                 view = view[written:]
 
-        def shutdown(self, how):
-            pass    # a pipe has no half-close; close() ends it
-
         def close(self):
             if self._fd is not None:
                 fd, self._fd = self._fd, None

@@ -102,14 +102,13 @@ class WSGIServer:
         """Serve until SIGINT, SIGTERM or SIGHUP. Returns True when SIGHUP
         stopped it (flup's signal to the caller that it may start again),
         False otherwise."""
-        from .cli import configure_logging
+        from .server import configure_logging, serve
 
         configure_logging(self.config.log_level, only_if_unconfigured=True)
         if self._answers_as_cgi():
-            from .. import CGIHandler
+            from ..handlers import CGIHandler
             CGIHandler().run(self.config.application)
             return False
-        from .arbiter import serve
         outcome = serve(self.config, hup_stops=True)
         return outcome.signal == getattr(signal, 'SIGHUP', None)
 

@@ -1,4 +1,6 @@
-"""A worker process's serving loop: accept connections, serve their requests.
+"""A worker process: its serving loop (accept connections, serve their
+requests), and its life once forked (``run_worker_process``: its signals,
+the application loaded, the arbiter watched, a timeout answered).
 
 One selector watches the listening sockets and every open connection
 between requests, so idle keep-alive connections (nginx's upstream pool)
@@ -16,25 +18,29 @@ import os
 import queue
 import select
 import selectors
+import signal
 import socket
+import sys
 import threading
 import time
 
+from ..apploader import describe_load_error
 from . import protocol as fcgi
-from .connection import ServedConnection
+from .connection import CLOSED, ServedConnection
 from .peers import allowed_peers, peer_allowed
 
 log = logging.getLogger('gateway')
 
+WORKER_BOOT_ERROR = 3       # exit status of a worker that could not load the app
+# "Abort the request", as gunicorn's arbiter says it: the arbiter's word that
+# a request has run past --timeout. Handled from before the worker reports
+# ready, and only ready workers are sent it.
+TIMEOUT_SIGNAL = getattr(signal, 'SIGABRT', None)
+FAST_STOP = tuple(getattr(signal, name) for name in ('SIGINT', 'SIGQUIT') if hasattr(signal, name))
+
 _ACCEPT = object()
 _WAKE = object()
 _ACCEPT_BATCH = 16      # connections accepted per wake-up, at most
-_MSG_DONTWAIT = getattr(socket, 'MSG_DONTWAIT', 0)
-_LINGER_AFTER_TIMEOUT = 1.0     # seconds to read until the web server closes, after a 504
-
-_TIMEOUT_BODY = b'Gateway Timeout: the application did not answer in time.\n'
-_TIMEOUT_RESPONSE = (b'Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n'
-                     b'Content-Length: %d\r\n\r\n' % len(_TIMEOUT_BODY)) + _TIMEOUT_BODY
 
 
 def server_values(config, processes):
@@ -80,7 +86,6 @@ class Worker:
     def _request_callback(self, slot):
         heartbeat = self.heartbeat
         counts = self._counts
-        serving = self._serving
 
         def on_request(started):
             if started:
@@ -90,10 +95,6 @@ class Worker:
                 counts[slot] += 1
                 if heartbeat is not None:
                     heartbeat.finished(slot)
-                # The handler refers to its connection: dropped here, the
-                # pair is freed with the connection instead of waiting for
-                # the cycle collector.
-                serving[slot].handler = None
         return on_request
 
     # -- control ------------------------------------------------------------
@@ -133,44 +134,13 @@ class Worker:
         in_this_thread = False
         for slot, seconds in heartbeat.overdue(time.monotonic(), timeout):
             conn = self._serving[slot]
-            if conn is None or conn.running_id is None or conn.late:
+            if conn is None or not conn.answer_overdue(seconds, timeout):
                 continue    # it ended a moment ago, or was answered 408
-            self._end_overdue(conn, seconds)
             heartbeat.finished(slot)
             # Its thread may never come back: nothing must wait for it.
             self.connections.discard(conn)
             in_this_thread = in_this_thread or self.config.threads == 1
         return in_this_thread
-
-    def _end_overdue(self, conn, seconds):
-        handler = getattr(conn, 'handler', None)
-        request_id = conn.running_id
-        if handler is None or handler.request_id != request_id:
-            handler = None
-        environ = handler.environ if handler is not None else None
-        what = _describe(environ)
-        timeout = self.config.timeout
-        # Anything already on the wire (headers, or the whole response of a
-        # request that is only waiting to send END_REQUEST, whose handler
-        # has reset its environ) makes a second response impossible.
-        started = environ is None or handler.headers_sent
-        try:
-            if started:
-                log.error('%s: still running after %.1fs (--timeout %gs) with its response'
-                          ' started; connection closed', what, seconds, timeout)
-                conn.sock.shutdown(socket.SHUT_RDWR)
-                return
-            conn.send(conn.protocol.end_response(request_id, _TIMEOUT_RESPONSE))
-            log.error('%s: no response after %.1fs (--timeout %gs); answered 504 Gateway'
-                      ' Timeout', what, seconds, timeout)
-            # No further request on this connection: its thread still holds
-            # it. Closing with input unread would reset the connection and
-            # could destroy the 504 in flight, so read until the web server
-            # closes too (it does once it has the END_REQUEST).
-            conn.sock.shutdown(socket.SHUT_WR)
-            _read_until_closed(conn.sock, _LINGER_AFTER_TIMEOUT)
-        except OSError as error:
-            log.info('%s: connection lost while ending the request: %s', what, error)
 
     # -- the loop -------------------------------------------------------------
 
@@ -232,7 +202,7 @@ class Worker:
             for _ in self._threads:
                 self._work.put(None)
             for conn in list(self.connections):
-                if conn.running_id is None:
+                if conn.channel is None:
                     conn.close()
             self.selector.close()
             os.close(self._wake_r)
@@ -258,11 +228,11 @@ class Worker:
         """
         now = time.monotonic()
         for conn in list(self.connections):
-            if conn.running_id is not None or not self._is_registered(conn):
+            if conn.channel is not None or not self._is_registered(conn):
                 continue    # a pool thread has it
             if not (conn.served or now - conn.last_active > 1.0):
                 continue
-            if conn.events or not conn.protocol.idle:
+            if not conn.idle():
                 continue
             if select.select([conn.sock], (), (), 0)[0]:
                 continue
@@ -435,14 +405,14 @@ class Worker:
         if not timeout and not self.config.request_read_timeout:
             return
         for conn in list(self.connections):
-            if conn.running_id is not None or conn.sock.fileno() < 0 \
+            if conn.channel is not None or conn.sock.fileno() < 0 \
                     or not self._is_registered(conn):
                 continue
             if timeout and now - conn.last_active > timeout:
                 conn.log_silence(timeout)
                 self._forget(conn)
             elif conn.params_late(now):
-                if conn.open:
+                if conn.state is not CLOSED:
                     self._count_pending(conn)
                 else:
                     self._forget(conn)
@@ -496,39 +466,93 @@ class Worker:
             self._after_serve(conn, still_open)
 
 
-def serve_stream(stream, app, config):
-    """Serve FastCGI over one already-open connection until the web server
-    closes it: the IIS process model, where each process gets one pipe and
-    IIS starts more processes for more concurrency."""
-    values = server_values(config, 1)
-    values[fcgi.FCGI_MAX_CONNS] = '1'
-    values[fcgi.FCGI_MAX_REQS] = '1'
-    conn = ServedConnection(stream, app, config, values, multithread=False, multiprocess=True,
-                            idle_timeout=False, sole=True)
-    while conn.handle_readable():
-        pass
+# ---------------------------------------------------------------------------
+# A forked worker's life
+# ---------------------------------------------------------------------------
+
+def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_signals):
+    """A freshly forked worker: its own signals, the application loaded,
+    ready reported on *report_w*, served until stopped. The exit status.
+
+    *inherited_signals* were the arbiter's, and blocked across the fork;
+    *alive_r* reaches end of file when the arbiter is gone."""
+    for sig in inherited_signals:
+        signal.signal(sig, signal.SIG_DFL)
+    # Until serving, a fast stop just ends the process: SIGQUIT's default
+    # would dump core, SIGINT's print a traceback.
+    for sig in FAST_STOP:
+        signal.signal(sig, lambda signum, frame: flush_and_exit(0))
+    # A terminal hang-up is the arbiter's business (it reloads).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, inherited_signals)
+    try:
+        app = config.load_application()
+    except BaseException as error:
+        _write_all(report_w, b'E' + describe_load_error(config.app, error).encode('utf-8',
+                                                                                  'replace'))
+        os.close(report_w)
+        return WORKER_BOOT_ERROR
+    worker = Worker(socks, app, config, heartbeat)
+    stop_on_signals(worker, in_child=True)
+    if config.timeout and TIMEOUT_SIGNAL is not None:
+        signal.signal(TIMEOUT_SIGNAL, lambda signum, frame: _end_overdue_requests(worker))
+    threading.Thread(target=_stop_when_orphaned, args=(alive_r, worker), daemon=True,
+                     name='arbiter-watch').start()
+    _write_all(report_w, b'R')
+    os.close(report_w)
+    worker.run()
+    return 0
 
 
-def _describe(environ):
-    if not environ:
-        return 'a request'
-    return '%s %s' % (environ.get('REQUEST_METHOD', '-'), environ.get('REQUEST_URI')
-                      or environ.get('SCRIPT_NAME', '') + environ.get('PATH_INFO', ''))
+def _end_overdue_requests(worker):
+    # The arbiter saw a request run past --timeout and has replaced us.
+    if worker.answer_overdue():
+        # This handler runs on top of the overdue request: returning would
+        # resume the application, whose answer nobody wants any more.
+        flush_and_exit(0)
 
 
-def _read_until_closed(sock, seconds):
-    """Discard what *sock* receives until its peer closes, at most *seconds*."""
-    deadline = time.monotonic() + seconds
-    with selectors.DefaultSelector() as selector:
-        selector.register(sock, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not selector.select(left):
-                return
-            try:
-                if not sock.recv(1 << 16, _MSG_DONTWAIT):
-                    return
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                return
+def _write_all(fd, data):
+    view = memoryview(data)[:1 << 15]   # a traceback, not a novel
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def stop_on_signals(worker, in_child):
+    """SIGTERM stops *worker* gracefully, SIGINT and SIGQUIT at once (in a
+    forked worker: the process exits; in-process, a second one raises
+    KeyboardInterrupt)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: worker.stop(graceful=True))
+    asked = []
+
+    def stop_now(signum, frame):
+        worker.stop(graceful=False)
+        if in_child:
+            # A request running in the main thread would finish first (a
+            # sleep resumes after the handler); the arbiter wants us gone,
+            # and the kernel closes our connections just as well.
+            flush_and_exit(0)
+        if asked:
+            raise KeyboardInterrupt     # in-process, a second Ctrl-C
+        asked.append(signum)
+    for sig in FAST_STOP:
+        signal.signal(sig, stop_now)
+
+
+def flush_and_exit(status):
+    """End this process now, its log and standard streams flushed."""
+    try:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(status)
+
+
+def _stop_when_orphaned(alive_r, worker):
+    try:
+        os.read(alive_r, 1)     # returns only when the arbiter has exited
+    except OSError:
+        return
+    log.warning('the arbiter is gone; worker (pid %d) stopping', os.getpid())
+    worker.stop(graceful=True)

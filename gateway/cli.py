@@ -1,23 +1,222 @@
-"""``gateway fastcgi``: the FastCGI server's command line.
+"""The ``gateway`` command line: ``gateway cgi`` and ``gateway fastcgi``.
 
-Turns arguments and environment variables into a Config, sets up the log,
-and hands over to ``arbiter.serve``; start-up failures become one line on
-stderr and an exit status (2: the command line is wrong, 1: it could not
-run).
+The CGI path runs once per request, so it parses its few options by hand
+and imports nothing it does not need (no argparse, logging or socket);
+argparse and the server are imported for ``gateway fastcgi`` only, which
+turns its arguments and environment variables into a Config, sets up the
+log and hands over to ``gateway.fastcgi.server.serve``. Start-up failures
+become one line on stderr and an exit status (2: the command line is wrong,
+1: it could not run).
 """
 
-import argparse
-import logging
 import os
 import sys
 
-from ...apploader import AppLoadError, env_flag, writable_directory
-from . import listeners as transports
-from .config import TIMEOUT_GRACE, Config, default_workers
+USAGE = """\
+usage: gateway cgi [--iis] [--chdir DIR] [--log-file FILE] [MODULE:CALLABLE]
+       gateway fastcgi MODULE:CALLABLE [options]   (see: gateway fastcgi --help)
+       python -m gateway ...
 
-__all__ = ['main', 'build_parser', 'configure_logging']
+Serve a WSGI application behind a web server.
 
-log = logging.getLogger('gateway')
+  cgi       Answer one CGI request (the web server runs this once per request).
+            The application comes from MODULE:CALLABLE or, when none is given,
+            from the GATEWAY_APP environment variable, since Apache's
+            ScriptAlias and IIS script maps pass no arguments. Run with no
+            arguments at all under a web server (GATEWAY_INTERFACE set), the
+            command also answers as CGI. Under a web server, the words a query
+            without "=" puts at the end of the command line (RFC 3875 4.4:
+            "?a+b" is two) are dropped by count, never read as options, and
+            the fastcgi command refuses to start inside a CGI request.
+              --iis        use IISCGIHandler, which undoes IIS's PATH_INFO
+                           (also GATEWAY_IIS=1)
+              --chdir DIR  import the application from DIR (also GATEWAY_CHDIR)
+              --log-file FILE
+                           append wsgi.errors and the gateway's messages to FILE
+                           (also GATEWAY_LOG) instead of stderr, the web
+                           server's error log; with --iis, where IIS would
+                           read stderr as part of the response, messages go
+                           only to FILE, else nowhere
+            MODULE:NAME may name a dotted attribute, or NAME() to call a factory;
+            MODULE alone means MODULE:application, else MODULE:app.
+            A missing or broken application, and an environment that is no
+            CGI request (no REQUEST_METHOD or SERVER_PROTOCOL, a CONTENT_LENGTH
+            that is not a number), are reported on stderr (the web server's
+            error log) and answered with a 500, exit status 1; no traceback
+            ever reaches the client.
+
+  fastcgi   Run a supervised FastCGI server.
+"""
+
+
+def words_from_the_query(environ):
+    """How many words at the end of this process's command line a web server
+    made from the request's query; they are the visitor's, never options.
+
+    RFC 3875 4.4: for a query without "=", a server may split it on "+" and
+    append one word per piece (Apache's mod_cgi and mod_cgid do, whatever the
+    method). The words need not equal the query's: Apache unescapes them,
+    backslashes shell characters and cuts a word at %00. So they are removed
+    by count, not compared. A server that appends nothing (IIS puts them only
+    where a script map has "%s") then costs the deployment's last words, and
+    the request fails closed rather than taking options from the visitor.
+    """
+    query = environ.get('QUERY_STRING', '')
+    if 'GATEWAY_INTERFACE' not in environ or not query or '=' in query:
+        return 0
+    return query.count('+') + 1
+
+
+def in_a_cgi_request(environ):
+    """Whether this process was started by a web server to answer one request."""
+    return 'GATEWAY_INTERFACE' in environ and 'REQUEST_METHOD' in environ
+
+
+def parse_cgi_args(args, environ):
+    """Return (app_spec, iis, directory, log_file) from the command line and
+    environment."""
+    spec = environ.get('GATEWAY_APP')
+    from .apploader import env_flag
+    iis = env_flag('GATEWAY_IIS', environ)
+    directory = environ.get('GATEWAY_CHDIR') or None
+    log_file = environ.get('GATEWAY_LOG') or None
+    args = list(args)
+    values = {'--chdir': directory, '--log-file': log_file}
+    while args:
+        arg = args.pop(0)
+        option = arg.split('=', 1)[0]
+        if arg == '--iis':
+            iis = True
+        elif option in values:
+            if '=' in arg:
+                values[option] = arg.split('=', 1)[1]
+            elif args:
+                values[option] = args.pop(0)
+            else:
+                raise SystemExit(f"gateway cgi: {option} needs a value")
+        elif arg.startswith('-'):
+            raise SystemExit(f"gateway cgi: unknown option {arg!r}\n\n{USAGE}")
+        elif args:
+            raise SystemExit(f"gateway cgi: unexpected argument {args[0]!r}\n\n{USAGE}")
+        else:
+            spec = arg
+    directory, log_file = values['--chdir'], values['--log-file']
+    return spec, iis, directory, log_file
+
+
+def _log_stream(log_file, iis):
+    """Where the application's wsgi.errors and the gateway's messages go.
+
+    stderr (the web server's error log) by default; IIS reads a CGI
+    program's stderr as part of its response, so there the messages go to
+    the --log-file, or nowhere when none is given.
+    """
+    if log_file:
+        try:
+            return open(log_file, 'a', encoding='utf-8', errors='backslashreplace')
+        except OSError as error:
+            if not iis:
+                sys.stderr.write(f"gateway: cannot open the log file: {error}\n")
+    if iis:
+        return open(os.devnull, 'w')
+    return sys.stderr
+
+
+def run_cgi(spec, iis=False, directory=None, log_file=None):
+    """Answer the CGI request in this process's environment with the app *spec*."""
+    from .handlers import CGIHandler, IISCGIHandler
+
+    handler = IISCGIHandler() if iis else CGIHandler()
+    log = handler.stderr = _log_stream(log_file, iis)
+
+    def error_page(environ, start_response):
+        start_response(handler.error_status, handler.error_headers[:])
+        return [handler.error_body]
+
+    from .handlers import cgi_environ_error
+    if cgi_environ_error(handler.base_env):
+        # No request to give an application: the handler refuses it with a
+        # 500 and logs why; loading the application would be wasted work.
+        handler.run(error_page)
+        return 1
+    from .apploader import AppLoadError, describe_load_error, load_application
+    try:
+        if directory:
+            os.chdir(directory)
+        app = load_application(spec)
+    except (AppLoadError, OSError) as error:
+        log.write(f"gateway: {describe_load_error(spec, error)}\n")
+        log.flush()
+        handler.run(error_page)
+        return 1
+    bodies = []
+
+    def application(environ, start_response):
+        bodies.append(environ['wsgi.input'])
+        return app(environ, start_response)
+    handler.run(application)
+    _discard_unread_body(bodies)
+    return 0
+
+
+def _discard_unread_body(bodies):
+    """Read what the application left of a body of known length.
+
+    A CGI program that exits with request bytes still unread on a socket
+    (mod_cgid's stdin) makes the kernel reset the connection, and Apache
+    then throws away the response it was relaying. Only a body with a
+    CONTENT_LENGTH has a known end to read to.
+    """
+    from .handlers.streams import LimitedInput
+    for stream in bodies:
+        if isinstance(stream, LimitedInput):
+            try:
+                while stream.read(1 << 16):
+                    pass
+            except (OSError, ValueError):
+                pass
+
+
+def command_line(environ):
+    """This process's arguments without the words a web server added from
+    the query. An argv a deployment passes to main() itself is all its own."""
+    args = sys.argv[1:]
+    del args[max(0, len(args) - words_from_the_query(environ)):]
+    return args
+
+
+def main(argv=None):
+    args = command_line(os.environ) if argv is None else list(argv)
+    if not args:
+        if 'GATEWAY_INTERFACE' in os.environ:
+            return run_cgi(*parse_cgi_args((), os.environ))
+        sys.stderr.write(USAGE)
+        return 2
+    command, rest = args[0], args[1:]
+    if command in ('-h', '--help', 'help'):
+        sys.stdout.write(USAGE)
+        return 0
+    if command == 'cgi':
+        if '-h' in rest or '--help' in rest:
+            sys.stdout.write(USAGE)
+            return 0
+        return run_cgi(*parse_cgi_args(rest, os.environ))
+    if command == 'fastcgi':
+        if in_a_cgi_request(os.environ):
+            # A web server runs this program once per request: a long-lived
+            # server started from here would outlive the request and read
+            # FastCGI records from the visitor's body.
+            sys.stderr.write("gateway: refusing to start the FastCGI server inside a CGI "
+                             "request (GATEWAY_INTERFACE and REQUEST_METHOD are set)\n")
+            return 2
+        return fastcgi_main(rest)
+    sys.stderr.write(f"gateway: unknown command {command!r}\n\n{USAGE}")
+    return 2
+
+
+# ---------------------------------------------------------------------------
+# gateway fastcgi
+# ---------------------------------------------------------------------------
 
 PROG = 'gateway fastcgi'
 
@@ -51,14 +250,9 @@ examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line, not a usage dump: the interesting part is the message.
-        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
-
-
 def _number(kind, minimum, what):
     def parse(text):
+        import argparse
         try:
             value = kind(text)
         except ValueError:
@@ -70,6 +264,7 @@ def _number(kind, minimum, what):
 
 
 def _octal_mode(text):
+    import argparse
     try:
         mode = int(text, 8)
     except ValueError:
@@ -80,14 +275,17 @@ def _octal_mode(text):
 
 
 def _bind(text):
+    import argparse
+    from .fastcgi.listeners import BindSyntaxError, parse_bind
     try:
-        transports.parse_bind(text)
-    except transports.BindSyntaxError as error:
+        parse_bind(text)
+    except BindSyntaxError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
 def _default_workers():
+    from .fastcgi.config import default_workers
     value = os.environ.get('WEB_CONCURRENCY', '')
     return int(value) if value.isdigit() else default_workers()
 
@@ -95,7 +293,7 @@ def _default_workers():
 _SECONDS = 'a number of seconds'
 
 # (flags, type, smallest value, metavar, what a value is, help); the default
-# is the Config setting the last flag names.
+# is the Config setting the last flag names. %(grace)g: TIMEOUT_GRACE.
 _NUMERIC_OPTIONS = (
     (('-t', '--threads'), int, 1, 'T', 'a number of threads (1 or more)',
      'threads per worker, i.e. requests each worker runs at once (default: %(default)s)'),
@@ -104,7 +302,7 @@ _NUMERIC_OPTIONS = (
     (('--timeout',), float, 0, 'S', _SECONDS,
      'a request running longer than S seconds is answered 504 Gateway Timeout (cut '
      'instead if its response has started) and its worker replaced; a worker that '
-     'cannot answer within %gs is killed (default: %%(default)g; 0: never)' % TIMEOUT_GRACE),
+     'cannot answer within %(grace)gs is killed (default: %%(default)g; 0: never)'),
     (('--graceful-timeout',), float, 0, 'S', _SECONDS,
      'on SIGTERM and reload, how long requests in progress may take to finish '
      '(default: %(default)g)'),
@@ -131,9 +329,20 @@ _NUMERIC_OPTIONS = (
 
 
 def build_parser():
+    """The argument parser of ``gateway fastcgi``."""
+    import argparse
+
+    from .apploader import env_flag
+    from .fastcgi.config import TIMEOUT_GRACE, Config
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            # One line, not a usage dump: the interesting part is the message.
+            self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
     defaults = Config()
-    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add('app', nargs='?', metavar='MODULE:CALLABLE',
         help='the WSGI application (default: $GATEWAY_APP)')
@@ -148,7 +357,7 @@ def build_parser():
     for flags, kind, minimum, metavar, what, text in _NUMERIC_OPTIONS:
         setting = flags[-1][2:].replace('-', '_')
         add(*flags, type=_number(kind, minimum, what), default=getattr(defaults, setting),
-            metavar=metavar, help=text)
+            metavar=metavar, help=text % {'grace': TIMEOUT_GRACE} if '%(grace)' in text else text)
     add('--fcgi-stderr', action='store_true',
         help="send wsgi.errors to the web server as FCGI_STDERR records (its error log) instead "
              "of this server's log (default: off; nginx logs every such record as an error)")
@@ -181,34 +390,8 @@ def build_parser():
     return parser
 
 
-def configure_logging(level='info', only_if_unconfigured=False, log_file=None):
-    """Log the server's messages on stderr, or appended to *log_file*, one
-    line each: ``[2026-11-24 08:00:00 +0000] [pid] [INFO] message``.
-
-    With *only_if_unconfigured* (a library call) a program that already set
-    up logging keeps its own handlers.
-    """
-    logger = logging.getLogger('gateway')
-    if only_if_unconfigured and (logger.handlers or logging.getLogger().handlers):
-        return
-    if not any(getattr(handler, 'is_gateway_default', False) for handler in logger.handlers):
-        if log_file:
-            handler = logging.FileHandler(log_file, encoding='utf-8', errors='backslashreplace')
-        elif sys.stderr is None:
-            # A process started without a stderr (IIS gives a FastCGI process
-            # none) has nowhere to say anything: --log-file is the way.
-            handler = logging.NullHandler()
-        else:
-            handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(
-            '[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s', '%Y-%m-%d %H:%M:%S %z'))
-        handler.is_gateway_default = True
-        logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(level.upper())
-
-
 def _fail(status, message):
+    import logging
     logger = logging.getLogger('gateway')
     if any(isinstance(handler, logging.FileHandler) for handler in logger.handlers):
         logger.error('%s: error: %s', PROG, message)
@@ -226,6 +409,7 @@ def _start_directory_on_path(start):
     directory) would be imported by every new worker: the entry Python
     itself put first for it (``python -m``: the directory, ``-c``: '') goes
     too."""
+    from .apploader import writable_directory
     named = {os.path.realpath(entry) for entry in
              os.environ.get('PYTHONPATH', '').split(os.pathsep) if entry}
     real = os.path.realpath(start)
@@ -238,13 +422,18 @@ def _start_directory_on_path(start):
     safe_path = getattr(sys.flags, 'safe_path', False)
     if sys.path and not safe_path and os.path.realpath(sys.path[0] or start) == real:
         del sys.path[0]
-    log.info('not importing from %s, where the server started: this user can write there '
-             '(--chdir or PYTHONPATH name a directory to import from)', start)
+    import logging
+    logging.getLogger('gateway').info(
+        'not importing from %s, where the server started: this user can write there '
+        '(--chdir or PYTHONPATH name a directory to import from)', start)
 
 
-def main(argv=None):
+def fastcgi_main(argv=None):
     """Run ``gateway fastcgi`` with *argv*; the exit status."""
-    from .arbiter import describe_load_error, serve
+    from .apploader import AppLoadError, describe_load_error
+    from .fastcgi import listeners as transports
+    from .fastcgi.config import Config
+    from .fastcgi.server import configure_logging, serve
 
     parser = build_parser()
     try:
@@ -296,6 +485,6 @@ def main(argv=None):
     except transports.ListenError as error:
         return _fail(1, str(error))
     except AppLoadError as error:
-        return _fail(1, describe_load_error(config, error))
+        return _fail(1, describe_load_error(config.app, error))
     except KeyboardInterrupt:
         return 0

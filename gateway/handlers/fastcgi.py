@@ -1,16 +1,35 @@
-"""One FastCGI request run through the WSGI handler machinery.
+"""The FastCGI adaptor: one FastCGI request run through the WSGI handler machinery.
 
 The environ comes from the request's PARAMS by the same rules as CGI
 (``BaseCGIHandler``: CGI-style ``Status:`` output, the same header checks,
-the same error page, HTTP_PROXY dropped). Input is pulled from STDIN records
-only as the application reads, so TCP back-pressure holds the rest of a large
-body in the web server, never here.
+the same error page, HTTP_PROXY dropped). Everything the handler says to
+the web server goes through the request's *channel*, which the server's
+connection (``gateway.fastcgi.connection``) owns and lends for one request:
+
+    channel.read()         the next block of the body (STDIN), b'' at its end
+    channel.write(data)    response bytes as STDOUT; then, between the blocks
+                           of a streamed response, raises RequestAborted if
+                           the web server has aborted the request (as
+                           read() does; RequestTimedOut: it came too late)
+    channel.stderr(data)   bytes for the web server's error log (STDERR)
+    channel.finish(data)   the last block and the end of the request
+    channel.abort()        the response is incomplete: no END_REQUEST
+
+Input is pulled from STDIN only as the application reads, so TCP
+back-pressure holds the rest of a large body in the web server, never here.
+The server itself is ``gateway.fastcgi``; for flup's users::
+
+    from gateway.handlers.fastcgi import WSGIServer   # was: from flup.server.fcgi import ...
+    WSGIServer(app, bindAddress=('127.0.0.1', 9000)).run()
 """
 
 import logging
 
-from .. import BaseCGIHandler, CGIEnvironmentError, iis_path_info
-from ..streams import InputLines
+from . import BaseCGIHandler, CGIEnvironmentError
+from .streams import InputLines
+
+__all__ = ['FastCGIHandler', 'RequestInput', 'ServerLog', 'RecordErrors', 'RequestAborted',
+           'RequestTimedOut']
 
 log = logging.getLogger('gateway')
 
@@ -19,21 +38,20 @@ log = logging.getLogger('gateway')
 _BATCH_LIMIT = 1 << 16
 
 
-def with_iis_path_info(app):
-    """*app*, seeing the PATH_INFO IIS meant: IISCGIHandler's fix-up, for the
-    FastCGI server that IIS runs (``--iis``)."""
-    def application(environ, start_response):
-        environ['PATH_INFO'] = iis_path_info(environ)
-        return app(environ, start_response)
-    application.__wrapped__ = app
-    return application
+def __getattr__(name):
+    # Lazy: the adaptor is imported without the process model.
+    if name == 'WSGIServer':
+        from ..fastcgi.compat import WSGIServer
+        return WSGIServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RequestAborted(ConnectionAbortedError):
-    """The web server aborted the request (ABORT_REQUEST, hung up, or went
-    silent mid-request). A ConnectionAbortedError, so that BaseHandler.run
-    treats it as the client going away: the iterable is closed, nothing is
-    logged as an application error."""
+    """What the channel raises when the web server aborted the request
+    (ABORT_REQUEST, hung up, or went silent mid-request). A
+    ConnectionAbortedError, so that BaseHandler.run treats it as the client
+    going away: the iterable is closed, nothing is logged as an application
+    error."""
 
 
 class RequestTimedOut(RequestAborted):
@@ -48,31 +66,24 @@ class RequestInput(InputLines):
     returns b'' at the end, and nothing is read past the end of the stream.
     """
 
-    __slots__ = ('_connection', '_request_id', '_buffer', '_ended', 'received')
+    __slots__ = ('_channel', '_buffer', '_ended')
 
-    def __init__(self, connection, request_id):
-        self._connection = connection
-        self._request_id = request_id
+    def __init__(self, channel):
+        self._channel = channel
         self._buffer = bytearray()
         self._ended = False
-        self.received = 0       # body bytes that came, for the log
 
-    # The connection calls these as records for this request arrive.
-    def feed(self, data):
-        self._buffer += data
-        self.received += len(data)
-
-    def end(self):
-        self._ended = True
-
-    @property
-    def ended(self):
-        return self._ended
+    def _more(self):
+        data = self._channel.read()
+        if data:
+            self._buffer += data
+        else:
+            self._ended = True
 
     def _fill(self, wanted):
-        """Pull records until *wanted* bytes are buffered or the stream ends."""
+        """Read until *wanted* bytes are buffered or the stream ends."""
         while not self._ended and (wanted < 0 or len(self._buffer) < wanted):
-            self._connection.pump(self._request_id)
+            self._more()
 
     def _take(self, size):
         buffer = self._buffer
@@ -95,7 +106,7 @@ class RequestInput(InputLines):
             end = self._buffer.find(b'\n') + 1
             if end or self._ended or 0 <= size <= len(self._buffer):
                 break
-            self._connection.pump(self._request_id)
+            self._more()
         if end and (size < 0 or end < size):
             size = end
         return self._take(size)
@@ -131,16 +142,14 @@ class ServerLog:
 class RecordErrors:
     """``wsgi.errors`` as FCGI_STDERR records, for web servers that want it."""
 
-    __slots__ = ('_connection', '_request_id')
+    __slots__ = ('_channel',)
 
-    def __init__(self, connection, request_id):
-        self._connection = connection
-        self._request_id = request_id
+    def __init__(self, channel):
+        self._channel = channel
 
     def write(self, text):
         if text:
-            self._connection.send(self._connection.protocol.stderr(
-                self._request_id, text.encode('utf-8', 'backslashreplace')))
+            self._channel.stderr(text.encode('utf-8', 'backslashreplace'))
 
     def writelines(self, lines):
         for line in lines:
@@ -151,24 +160,18 @@ class RecordErrors:
 
 
 class FastCGIHandler(BaseCGIHandler):
-    """Runs one FastCGI RESPONDER request over a served connection."""
+    """Runs one FastCGI RESPONDER request over the *channel* its connection lends."""
 
     os_environ = {}   # the request's PARAMS alone, as for CGIHandler
     require_cgi_environ = True
-    error_status = BaseCGIHandler.error_status
 
-    def __init__(self, connection, request_id, params, errors, multithread, multiprocess):
-        BaseCGIHandler.__init__(self, RequestInput(connection, request_id), None, errors,
-                                params, multithread=multithread, multiprocess=multiprocess)
-        self.connection = connection
-        self.request_id = request_id
-        self.aborted = False
+    def __init__(self, channel, params, errors, multithread, multiprocess):
+        BaseCGIHandler.__init__(self, RequestInput(channel), None, errors, params,
+                                multithread=multithread, multiprocess=multiprocess)
+        self.channel = channel
         self._pending = []
         self._pending_size = 0
         self._batch = False
-        # The request the connection is running, for a worker answering it
-        # 504 when it overruns --timeout (worker.py: answer_overdue).
-        connection.handler = self
 
     def finish_response(self):
         # PEP 3333 asks that a block be sent before the next is requested;
@@ -176,6 +179,9 @@ class FastCGIHandler(BaseCGIHandler):
         # application code, so such a response goes out in one write.
         self._batch = type(self.result) in (list, tuple)
         BaseCGIHandler.finish_response(self)
+        # Complete, the iterable closed: what is still buffered goes out
+        # with END_REQUEST (nothing, after abort_response()).
+        self.channel.finish(self._take_pending())
 
     def _write(self, data):
         self._pending.append(data)
@@ -190,18 +196,11 @@ class FastCGIHandler(BaseCGIHandler):
             # whose client closes on the last body byte would otherwise drop
             # a reusable connection that END_REQUEST had not reached yet.
             return
-        if self._pending:
-            self.connection.send(self.take_output())
-        # A streamed response may run for long: notice an ABORT_REQUEST
-        # between blocks rather than after the last one.
-        self.connection.check_abort(self.request_id)
+        # Sent, then an ABORT_REQUEST noticed between the blocks of a
+        # response that may stream for long, not after the last one.
+        self.channel.write(self._take_pending())
 
-    def take_output(self):
-        """The buffered output as STDOUT records, and empty the buffer."""
-        return self.connection.protocol.stdout(self.request_id, self.take_data())
-
-    def take_data(self):
-        """The buffered output (bytes), and empty the buffer."""
+    def _take_pending(self):
         pending = self._pending
         if not pending:
             return b''
@@ -214,7 +213,7 @@ class FastCGIHandler(BaseCGIHandler):
         # The web server must not see END_REQUEST after a broken response:
         # closing the connection without it is what makes nginx and Apache
         # treat the response as failed instead of complete.
-        self.aborted = True
+        self.channel.abort()
 
     def log_exception(self, exc_info):
         if isinstance(exc_info[1], CGIEnvironmentError):

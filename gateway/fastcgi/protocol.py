@@ -34,37 +34,29 @@ byte when it is at most 127, otherwise four bytes with the high bit set
 
 ``Connection`` is the application side: feed it the bytes read from the
 socket with ``receive_data`` and it returns events; its encoder methods
-return the bytes to write.  It never touches a socket, so the same code serves
-a threaded server, an asyncio one, and the tests.  The helpers at the end
-(``encode_begin_request``, ``encode_params``, ``RecordReader``...) are the web
-server's side of the same format, for tests and test clients.
+return the bytes to write, and are the only place the server encodes a
+record.  It never touches a socket, so the same code serves a threaded
+server, an asyncio one, and the tests.  The web server's side of the same
+format (encoders for its records, a reader for ours) is ``client``.
 """
 
 import struct
-from typing import NamedTuple
+
+from .events import (AbortRequest, BeginRequest, Data, DataEnd, GetValues, Params,
+                     RejectedBeginRequest, StdinData, StdinEnd, UnknownManagementRecord)
 
 __all__ = [
-    # constants
-    "FCGI_VERSION_1", "FCGI_HEADER_LEN", "FCGI_MAX_CONTENT_LENGTH",
-    "FCGI_MAX_PADDING_LENGTH", "FCGI_NULL_REQUEST_ID",
-    "FCGI_BEGIN_REQUEST", "FCGI_ABORT_REQUEST", "FCGI_END_REQUEST",
-    "FCGI_PARAMS", "FCGI_STDIN", "FCGI_STDOUT", "FCGI_STDERR", "FCGI_DATA",
-    "FCGI_GET_VALUES", "FCGI_GET_VALUES_RESULT", "FCGI_UNKNOWN_TYPE",
-    "RECORD_TYPE_NAMES", "FCGI_KEEP_CONN",
-    "FCGI_RESPONDER", "FCGI_AUTHORIZER", "FCGI_FILTER",
-    "FCGI_REQUEST_COMPLETE", "FCGI_CANT_MPX_CONN", "FCGI_OVERLOADED",
-    "FCGI_UNKNOWN_ROLE",
-    "FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS",
-    # errors, pairs, events, application side
-    "ProtocolError", "encode_pairs", "decode_pairs",
-    "BeginRequest", "RejectedBeginRequest", "Params", "StdinData", "StdinEnd",
-    "Data", "DataEnd", "AbortRequest", "GetValues", "UnknownManagementRecord",
-    "Connection",
-    # web server side
-    "Record", "encode_record", "encode_begin_request", "encode_abort_request",
-    "encode_params", "encode_stdin", "encode_data", "encode_get_values",
-    "decode_end_request", "decode_unknown_type", "RecordReader",
-    "parse_records",
+    "FCGI_VERSION_1", "FCGI_HEADER_LEN", "FCGI_MAX_CONTENT_LENGTH", "FCGI_MAX_PADDING_LENGTH",
+    "FCGI_NULL_REQUEST_ID", "FCGI_BEGIN_REQUEST", "FCGI_ABORT_REQUEST", "FCGI_END_REQUEST",
+    "FCGI_PARAMS", "FCGI_STDIN", "FCGI_STDOUT", "FCGI_STDERR", "FCGI_DATA", "FCGI_GET_VALUES",
+    "FCGI_GET_VALUES_RESULT", "FCGI_UNKNOWN_TYPE", "RECORD_TYPE_NAMES", "FCGI_KEEP_CONN",
+    "FCGI_RESPONDER", "FCGI_AUTHORIZER", "FCGI_FILTER", "FCGI_REQUEST_COMPLETE",
+    "FCGI_CANT_MPX_CONN", "FCGI_OVERLOADED", "FCGI_UNKNOWN_ROLE", "FCGI_MAX_CONNS",
+    "FCGI_MAX_REQS", "FCGI_MPXS_CONNS",
+    "ProtocolError", "encode_pairs", "decode_pairs", "encode_record", "Framer", "Connection",
+    # the events Connection.receive_data returns (events.py)
+    "BeginRequest", "RejectedBeginRequest", "Params", "StdinData", "StdinEnd", "Data",
+    "DataEnd", "AbortRequest", "GetValues", "UnknownManagementRecord",
 ]
 
 # ---------------------------------------------------------------------------
@@ -271,11 +263,17 @@ def _encode_stream(record_type, request_id, data):
     return b"".join(parts)
 
 
-def _encode_stream_end(record_type, request_id):
-    return _HEADER.pack(1, record_type, request_id, 0, 0)
+def encode_record(record_type, request_id, content=b"", padding=0):
+    """One record, exactly as given (``padding`` zero bytes after content)."""
+    if len(content) > FCGI_MAX_CONTENT_LENGTH:
+        raise ValueError("record content longer than 65535 bytes")
+    if not 0 <= padding <= FCGI_MAX_PADDING_LENGTH:
+        raise ValueError("padding must be 0 to 255 bytes")
+    return b"".join((_HEADER.pack(1, record_type, request_id, len(content),
+                                  padding), content, bytes(padding)))
 
 
-class _Framer:
+class Framer:
     """Holds the start of a record whose end has not arrived yet.
 
     Complete records are parsed straight from the bytes handed in, by offset,
@@ -318,11 +316,6 @@ class _Framer:
             self._need = FCGI_HEADER_LEN + clen + plen
 
     @property
-    def buffered(self):
-        """How many bytes of an unfinished record are held."""
-        return len(self._tail)
-
-    @property
     def partial_record(self):
         """``(received, needed)`` bytes of the unfinished record held, or
         None between records.  ``needed`` counts the header alone until the
@@ -344,143 +337,6 @@ def _bad_version(version):
 
 
 # ---------------------------------------------------------------------------
-# Events (what Connection.receive_data returns)
-# ---------------------------------------------------------------------------
-
-class _Event:
-    __slots__ = ()
-    _fields = ()
-
-    def __eq__(self, other):
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(getattr(self, f) == getattr(other, f)
-                   for f in self._fields)
-
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    # Params holds a dict, so events are not hashable.
-    __hash__ = None
-
-    def __repr__(self):
-        return "%s(%s)" % (type(self).__name__, ", ".join(
-            "%s=%r" % (f, getattr(self, f)) for f in self._fields))
-
-
-class _RequestEvent(_Event):
-    __slots__ = _fields = ("request_id",)
-
-    def __init__(self, request_id):
-        self.request_id = request_id
-
-
-class _ChunkEvent(_Event):
-    __slots__ = _fields = ("request_id", "data")
-
-    def __init__(self, request_id, data):
-        self.request_id = request_id
-        self.data = data
-
-
-class _BeginEvent(_Event):
-    __slots__ = _fields = ("request_id", "role", "keep_conn")
-
-    def __init__(self, request_id, role, keep_conn):
-        self.request_id = request_id
-        self.role = role
-        self.keep_conn = keep_conn
-
-
-class BeginRequest(_BeginEvent):
-    """A request starts.  ``role`` may be any number: a server that does not
-    play it answers ``end_request(request_id, protocol_status=
-    FCGI_UNKNOWN_ROLE)``.  When ``keep_conn`` is false the server closes the
-    connection after the END_REQUEST."""
-
-    __slots__ = ()
-
-
-class RejectedBeginRequest(_BeginEvent):
-    """A BEGIN_REQUEST arrived while another request is active on a
-    connection that does not multiplex.  The request is not made active (its
-    other records are ignored); the server must answer
-    ``end_request(request_id, protocol_status=FCGI_CANT_MPX_CONN)``."""
-
-    __slots__ = ()
-
-
-class Params(_Event):
-    """The whole PARAMS stream of a request, once its empty record arrived.
-
-    ``params`` maps latin-1 ``str`` names to latin-1 ``str`` values (see
-    ``decode_pairs``).  For the AUTHORIZER role no STDIN follows, so this is
-    the point to run the application.
-    """
-
-    __slots__ = _fields = ("request_id", "params")
-
-    def __init__(self, request_id, params):
-        self.request_id = request_id
-        self.params = params
-
-
-class StdinData(_ChunkEvent):
-    """A piece of the request body (never empty)."""
-
-    __slots__ = ()
-
-
-class StdinEnd(_RequestEvent):
-    """The request body is complete."""
-
-    __slots__ = ()
-
-
-class Data(_ChunkEvent):
-    """A piece of the FILTER role's data stream (never empty)."""
-
-    __slots__ = ()
-
-
-class DataEnd(_RequestEvent):
-    """The FILTER role's data stream is complete."""
-
-    __slots__ = ()
-
-
-class AbortRequest(_RequestEvent):
-    """The web server gave up on the request (or closed the connection).
-
-    Later records for it are ignored.  The server stops the application as
-    best it can and answers with ``end_request`` promptly.
-    """
-
-    __slots__ = ()
-
-
-class GetValues(_Event):
-    """A GET_VALUES management record: answer with ``get_values_result``,
-    giving only the ``names`` the server knows."""
-
-    __slots__ = _fields = ("names",)
-
-    def __init__(self, names):
-        self.names = names
-
-
-class UnknownManagementRecord(_Event):
-    """A management record (request id 0) of a type we do not know: answer
-    with ``unknown_type(record_type)``."""
-
-    __slots__ = _fields = ("record_type",)
-
-    def __init__(self, record_type):
-        self.record_type = record_type
-
-
-# ---------------------------------------------------------------------------
 # The application side
 # ---------------------------------------------------------------------------
 
@@ -499,7 +355,7 @@ class _Request:
         self.keep_conn = keep_conn
 
 
-class Connection(_Framer):
+class Connection(Framer):
     """One FastCGI connection, seen from the application.
 
     ``receive_data(bytes)`` returns a list of events; the encoder methods
@@ -519,7 +375,7 @@ class Connection(_Framer):
                  "_error")
 
     def __init__(self, *, max_params_size=1 << 20, multiplex=False):
-        _Framer.__init__(self)
+        Framer.__init__(self)
         self._requests = {}
         self._multiplex = multiplex
         self._max_params_size = max_params_size
@@ -547,11 +403,6 @@ class Connection(_Framer):
             if request.params is not None:
                 held += request.params_size
         return held
-
-    @property
-    def closed(self):
-        """The peer closed its side, or sent something malformed."""
-        return self._eof or self._error is not None
 
     def keep_conn(self, request_id):
         """Whether the web server asked to keep the connection after this
@@ -742,19 +593,9 @@ class Connection(_Framer):
         return _encode_stream(FCGI_STDOUT, request_id, data)
 
     @staticmethod
-    def end_stdout(request_id):
-        """The empty STDOUT record that ends the stream."""
-        return _encode_stream_end(FCGI_STDOUT, request_id)
-
-    @staticmethod
     def stderr(request_id, data):
         """STDERR records for ``data`` (nothing when ``data`` is empty)."""
         return _encode_stream(FCGI_STDERR, request_id, data)
-
-    @staticmethod
-    def end_stderr(request_id):
-        """The empty STDERR record that ends the stream."""
-        return _encode_stream_end(FCGI_STDERR, request_id)
 
     def end_request(self, request_id, app_status=0,
                     protocol_status=FCGI_REQUEST_COMPLETE):
@@ -769,7 +610,7 @@ class Connection(_Framer):
                                 app_status & 0xFFFFFFFF, protocol_status)
 
     def end_response(self, request_id, data=b"", app_status=0):
-        """``stdout(request_id, data)``, ``end_stdout(request_id)`` and
+        """``stdout(request_id, data)``, the empty STDOUT record that ends the stream, and
         ``end_request(request_id, app_status)`` in one bytes object: a whole
         answer, ready for one write."""
         self._requests.pop(request_id, None)
@@ -804,123 +645,3 @@ class Connection(_Framer):
         return _UNKNOWN_TYPE_RECORD.pack(1, FCGI_UNKNOWN_TYPE,
                                          FCGI_NULL_REQUEST_ID, 8, 0,
                                          record_type)
-
-
-# ---------------------------------------------------------------------------
-# The web server side: encoders and a reader for the application's answers.
-# Used by the tests and by test clients; the server itself needs none of it.
-# ---------------------------------------------------------------------------
-
-def encode_record(record_type, request_id, content=b"", padding=0):
-    """One record, exactly as given (``padding`` zero bytes after content)."""
-    if len(content) > FCGI_MAX_CONTENT_LENGTH:
-        raise ValueError("record content longer than 65535 bytes")
-    if not 0 <= padding <= FCGI_MAX_PADDING_LENGTH:
-        raise ValueError("padding must be 0 to 255 bytes")
-    return b"".join((_HEADER.pack(1, record_type, request_id, len(content),
-                                  padding), content, bytes(padding)))
-
-
-def encode_begin_request(request_id, role=FCGI_RESPONDER, keep_conn=False):
-    """The BEGIN_REQUEST record."""
-    return _BEGIN_RECORD.pack(1, FCGI_BEGIN_REQUEST, request_id, 8, 0, role,
-                              FCGI_KEEP_CONN if keep_conn else 0)
-
-
-def encode_abort_request(request_id):
-    """The ABORT_REQUEST record."""
-    return _encode_stream_end(FCGI_ABORT_REQUEST, request_id)
-
-
-def encode_params(request_id, params):
-    """The whole PARAMS stream: pairs split over records as they come (a
-    pair may straddle two), then the empty record."""
-    return (_encode_stream(FCGI_PARAMS, request_id, encode_pairs(params))
-            + _encode_stream_end(FCGI_PARAMS, request_id))
-
-
-def _encode_input(record_type, request_id, data, end):
-    out = _encode_stream(record_type, request_id, data)
-    return out + _encode_stream_end(record_type, request_id) if end else out
-
-
-def encode_stdin(request_id, data, *, end=True):
-    """STDIN records for ``data``, then (with ``end``) the empty record."""
-    return _encode_input(FCGI_STDIN, request_id, data, end)
-
-
-def encode_data(request_id, data, *, end=True):
-    """DATA records for ``data``, then (with ``end``) the empty record."""
-    return _encode_input(FCGI_DATA, request_id, data, end)
-
-
-def encode_get_values(names):
-    """A GET_VALUES record asking about ``names``."""
-    content = encode_pairs((name, b"") for name in names)
-    return encode_record(FCGI_GET_VALUES, FCGI_NULL_REQUEST_ID, content,
-                         -len(content) & 7)
-
-
-def decode_end_request(content):
-    """``(app_status, protocol_status)`` from an END_REQUEST body."""
-    if len(content) != _END_BODY.size:
-        raise ProtocolError("END_REQUEST body is %d bytes, not 8"
-                            % len(content))
-    return _END_BODY.unpack(content)
-
-
-def decode_unknown_type(content):
-    """The record type an UNKNOWN_TYPE body names."""
-    if len(content) != 8:
-        raise ProtocolError("UNKNOWN_TYPE body is %d bytes, not 8"
-                            % len(content))
-    return content[0]
-
-
-class Record(NamedTuple):
-    """One record as read: its type, request id and content (no padding)."""
-
-    type: int
-    request_id: int
-    content: bytes
-
-
-class RecordReader(_Framer):
-    """Splits a byte stream into records, whatever the split of the input.
-
-    ``feed(bytes)`` returns the records completed so far; ``eof()`` raises
-    ProtocolError when the stream ended inside a record.
-    """
-
-    __slots__ = ()
-
-    def feed(self, data):
-        """Consume bytes; return the list of records they complete."""
-        data = self._join(data)
-        if data is None:
-            return []
-        records = []
-        n = len(data)
-        pos = 0
-        while n - pos >= FCGI_HEADER_LEN:
-            version, rtype, rid, clen, plen = _HEADER.unpack_from(data, pos)
-            if version != FCGI_VERSION_1:
-                raise _bad_version(version)
-            start = pos + FCGI_HEADER_LEN
-            if start + clen + plen > n:
-                break
-            records.append(Record(rtype, rid, data[start:start + clen]))
-            pos = start + clen + plen
-        self._keep(data, pos)
-        return records
-
-    def eof(self):
-        """Raise ProtocolError if an unfinished record is held."""
-        self._check_eof()
-
-
-def parse_records(data):
-    """Yield each Record of complete ``data``; ProtocolError if it is cut."""
-    reader = RecordReader()
-    yield from reader.feed(data)
-    reader.eof()

@@ -1,0 +1,32 @@
+"""The FastCGI server: any WSGI application served to nginx, Apache, IIS and others.
+
+Its layers, each importing only those below it:
+
+    server       which way it runs (the arbiter, one process, IIS's one
+                 connection), and its log
+    arbiter      the process model: forks, watches and replaces workers
+    worker       a worker process: its serving loop, its life once forked
+    connection   one web-server connection: records in, requests run one at
+                 a time through the FastCGI adaptor (gateway.handlers.fastcgi)
+                 over a per-request channel
+    transports   the socket, or IIS's pipe, under a connection
+    protocol     the record format, sans-I/O (events: what it parses into)
+    listeners, peers, config
+                 where it listens and who may connect; its settings
+
+``client`` is the web server's side of the protocol (tests and tools);
+``compat`` is flup's API, also importable as::
+
+    from gateway.handlers.fastcgi import WSGIServer   # was: from flup.server.fcgi import ...
+    WSGIServer(app, bindAddress=('127.0.0.1', 9000)).run()
+
+The command line is ``gateway fastcgi`` (gateway/cli.py).
+"""
+
+
+def __getattr__(name):
+    # Lazy, so that the codec can be imported without the process model.
+    if name == 'WSGIServer':
+        from .compat import WSGIServer
+        return WSGIServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
