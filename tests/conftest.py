@@ -14,6 +14,23 @@ def in_ci(environ=os.environ):
     return environ.get('CI', '').strip().lower() in ('1', 'true', 'yes', 'on')
 
 
+def _hypothesis_profiles():
+    # Chosen here, not left to the installed version's defaults: CI runs the
+    # same examples every time (a failure there is reproducible), and no
+    # test fails for being slow on a busy machine (the time limit is
+    # pytest-timeout's, per test).
+    try:
+        from hypothesis import settings
+    except ImportError:
+        return
+    settings.register_profile('ci', derandomize=True, deadline=None, print_blob=True)
+    settings.register_profile('dev', deadline=None)
+    settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE') or ('ci' if in_ci() else 'dev'))
+
+
+_hypothesis_profiles()
+
+
 def unavailable(reason, environ=os.environ):
     """A test's real dependency is missing: a user sees a skip with the reason;
     CI (CI=true) sees a failure, because there a skip would hide a broken set-up."""

@@ -182,3 +182,13 @@ def pid_alive(pid):
             return f.read().rpartition(')')[2].split()[0] != 'Z'
     except OSError:
         return True
+
+
+def refused(target):
+    """Whether a connection to *target* is refused (nobody listens there any
+    more); a connection that is accepted is closed again."""
+    try:
+        connect(target, timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False

@@ -78,7 +78,7 @@ class FrontContract:
 
     def test_proxy_header_never_becomes_http_proxy(self, front):
         env = environ_of(front, '/app/env', Proxy='http://attacker.invalid:3128')
-        assert not env.get('HTTP_PROXY')
+        assert 'HTTP_PROXY' not in env
 
     # Sent in both orders: a front that merged the two would keep the last.
     @pytest.mark.parametrize('headers', [

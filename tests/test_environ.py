@@ -54,7 +54,7 @@ def test_request_uri_is_transcoded_unlike_wsgiref():
     environb = {b'REQUEST_URI': b'/caf\xe9'}
     assert read_in_child('gateway.handlers', environb, ['REQUEST_URI']) == ['/caf\xe9']
     stdlib = read_in_child('wsgiref.handlers', environb, ['REQUEST_URI'])[0]
-    with pytest.raises(UnicodeEncodeError):
+    with pytest.raises(UnicodeEncodeError, match=r"can't encode character '\\udce9'"):
         stdlib.encode('latin-1')   # wsgiref leaves a surrogate escape behind
 
 

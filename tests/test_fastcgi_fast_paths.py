@@ -11,10 +11,10 @@ import os
 import socket
 import tempfile
 import threading
-import time
 
 import pytest
 
+from conftest import unavailable, wait_until
 from gateway.handlers.base import BaseHandler
 from gateway.fastcgi import client as c
 from gateway.fastcgi import protocol as p
@@ -263,7 +263,7 @@ def test_a_reader_that_never_reads_times_the_send_out(gateway_log):
 def serving(app, family):
     if family == 'unix':
         if not hasattr(socket, 'AF_UNIX'):
-            pytest.skip('no unix sockets')
+            unavailable('no unix sockets')
         directory = tempfile.mkdtemp()
         address = os.path.join(directory, 's')
         listener = socket.socket(socket.AF_UNIX)
@@ -307,10 +307,8 @@ def test_connections_closed_after_one_request_leave_nothing_behind(worker_on):
         assert _answer(sock)[0].endswith(b'hello')
         assert sock.recv(1) == b''
         sock.close()
-    deadline = time.monotonic() + 5
-    while worker.connections and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not worker.connections and worker.requests_served == 20
+    wait_until(lambda: not worker.connections, what='every connection closed')
+    assert worker.requests_served == 20
 
 
 @pytest.mark.parametrize('worker_on', ['tcp', 'unix'], indirect=True)
@@ -318,7 +316,8 @@ def test_a_request_arriving_after_the_connection_is_served(worker_on):
     worker, family, address = worker_on
     sock = _connect(family, address)
     sock.sendall(c.encode_begin_request(1, keep_conn=True))    # the rest comes later
-    time.sleep(0.3)
+    wait_until(lambda: [conn for conn in list(worker.connections) if conn.codec.active_requests],
+               what='the worker holding the BEGIN_REQUEST')
     sock.sendall(c.encode_params(1, PARAMS) + c.encode_stdin(1, b''))
     assert _answer(sock)[0].endswith(b'hello')
     sock.sendall(c.encode_begin_request(1) + c.encode_params(1, PARAMS)
@@ -341,10 +340,8 @@ def test_accepted_tcp_connections_have_nodelay():
             client = socket.create_connection(listener.getsockname(), timeout=5)
             client.sendall(c.encode_begin_request(1, keep_conn=True))   # keeps it open
             clients.append(client)
-        deadline = time.monotonic() + 5
-        while len(worker.connections) < 3 and time.monotonic() < deadline:
-            worker._accept(listener)
-        assert len(worker.connections) == 3
+        wait_until(lambda: worker._accept(listener) and len(worker.connections) == 3,
+                   what='3 connections accepted', interval=0)
         for conn in worker.connections:
             assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     finally:
@@ -371,20 +368,15 @@ def test_waiting_for_the_web_server_to_close_holds_up_no_one(family):
         assert _answer(slow)[0].endswith(b'not read')
         assert slow.recv(1) == b''          # our side is done...
         # ...but the next web server connection is served meanwhile.
-        started = time.monotonic()
         other = _connect(family, address)
         other.sendall(c.encode_begin_request(1) + c.encode_params(1, PARAMS)
                       + c.encode_stdin(1, b''))
         assert _answer(other)[0].endswith(b'not read')
-        assert time.monotonic() - started < 2
+        assert State.LINGERING in [conn.state for conn in list(worker.connections)]
         other.close()
         slow.sendall(c.encode_stdin(1, b'456789'))   # more input: discarded
-        time.sleep(0.1)
         slow.close()
-        deadline = time.monotonic() + 5
-        while worker.connections and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not worker.connections
+        wait_until(lambda: not worker.connections, what='the lingering connection closed')
 
 
 def test_a_response_cut_short_reaches_the_web_server_before_the_close():

@@ -9,6 +9,7 @@ worker that answered (the application puts its pid in X-Worker-Pid).
 """
 
 import http.client
+import itertools
 import os
 import shutil
 import signal
@@ -38,8 +39,8 @@ def _needs_nginx():
 # ---------------------------------------------------------------------------
 
 class Outcome(NamedTuple):
-    started: float              # time.monotonic()
-    ended: float
+    started: int                # Load.tick() when it was sent...
+    ended: int                  # ...and when its answer (or error) came
     status: Optional[int]       # None: no HTTP response (error says why)
     pid: Optional[int]          # the worker that answered
     error: Optional[str]
@@ -59,6 +60,7 @@ class Load:
         self.max_requests = max_requests
         self.deadline = time.monotonic() + max_seconds
         self.outcomes = []
+        self._ticks = itertools.count(1)    # orders the requests with the test's events
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._client, daemon=True, name=f'load-{n}')
@@ -78,7 +80,7 @@ class Load:
         while self._claim():
             if connection is None:
                 connection = http.client.HTTPConnection('127.0.0.1', self.port, timeout=20)
-            began = time.monotonic()
+            began = self.tick()
             status = pid = error = None
             try:
                 connection.request('GET', self.path)
@@ -93,9 +95,15 @@ class Load:
                 connection.close()
                 connection = None
             with self._lock:
-                self.outcomes.append(Outcome(began, time.monotonic(), status, pid, error))
+                self.outcomes.append(Outcome(began, next(self._ticks), status, pid, error))
         if connection is not None:
             connection.close()
+
+    def tick(self):
+        """A number after every request sent or answered so far, and before
+        every one to come: when an event of the test happened."""
+        with self._lock:
+            return next(self._ticks)
 
     def snapshot(self):
         with self._lock:
@@ -139,10 +147,10 @@ def test_kill_9_of_a_worker_under_load_costs_at_most_its_request_in_flight(tmp_p
             wait_until(lambda: load.served_by(victim) and load.successes() >= 50,
                        what='load reaching the worker to be killed')
             mark = server.mark()
-            killed_at = time.monotonic()
+            killed_at = load.tick()
             os.kill(victim, signal.SIGKILL)
             wait_until(lambda: not pid_alive(victim), what=f'worker {victim} to die')
-            dead_at = time.monotonic()
+            dead_at = load.tick()
             (replacement,) = server.wait_booted(1, start=mark)
             wait_until(lambda: load.served_by(replacement), timeout=20,
                        what=f'the replacement worker {replacement} to serve')
@@ -181,7 +189,7 @@ def test_sighup_under_load_refuses_no_request_and_replaces_every_worker(tmp_path
                 wait_until(lambda: not pid_alive(pid), what=f'old worker {pid} to exit')
             wait_until(lambda: all(load.served_by(pid) for pid in new), timeout=20,
                        what='both fresh workers to serve')
-            reloaded_at = time.monotonic()
+            reloaded_at = load.tick()
             wait_until(lambda: sum(o.ok and o.started > reloaded_at for o in load.snapshot())
                        >= 20, what='requests after the reload')
         finally:

@@ -10,8 +10,8 @@ and the next connection must be served.
 
 Then: senders that stall mid-record, a web server that stops reading a large
 response, protocol errors while an application runs, and a bounded fuzzing
-run of the serving loop (GATEWAY_FUZZ_CASES, GATEWAY_FUZZ_SECONDS and
-GATEWAY_FUZZ_SEED make it longer or different locally).
+run of the serving loop, bounded by its number of cases (GATEWAY_FUZZ_CASES
+and GATEWAY_FUZZ_SEED make it longer or different locally).
 
 With one thread, a worker serves one request at a time: while a stalled web
 server holds a request (until read_timeout), that worker serves nobody else.
@@ -28,7 +28,6 @@ import re
 import socket
 import struct
 import threading
-import time
 
 import pytest
 
@@ -630,9 +629,8 @@ def test_a_sender_stalled_between_requests_is_closed_after_the_read_timeout(stal
         stalled = connect(server.address)
         stalled.sendall(data)
         assert_serves(server.address, '/while-stalled')
-        started = time.monotonic()
         records, _ = read_until_closed(stalled, c.RecordReader(), stall)
-        assert records == [] and time.monotonic() - started < ANSWER_TIMEOUT
+        assert records == []
         wait_until(lambda: [e for e in server.log.since(mark)
                             if re.search(r'for more than 0\.5s', e[1])],
                    ANSWER_TIMEOUT, what='a log line about the silence')
@@ -855,11 +853,11 @@ def test_a_web_server_that_never_stops_sending_after_the_answer_is_dropped():
         outcome = []
 
         def flood():
-            give_up = time.monotonic() + 30
+            # 13 GB: far more than 0.5s of sending, however fast the machine.
             try:
-                while time.monotonic() < give_up:
+                for _ in range(200000):
                     sock.sendall(block)
-                outcome.append('still open after 30s')
+                outcome.append('still open after 200000 blocks')
             except OSError as error:
                 outcome.append(error)
         flooding = threading.Thread(target=flood)
@@ -911,7 +909,6 @@ def test_a_web_server_that_reads_no_management_answers_is_dropped():
 # ---------------------------------------------------------------------------
 
 FUZZ_CASES = int(os.environ.get('GATEWAY_FUZZ_CASES', '300'))
-FUZZ_SECONDS = float(os.environ.get('GATEWAY_FUZZ_SECONDS', '20'))
 FUZZ_SEED = int(os.environ.get('GATEWAY_FUZZ_SEED', '20240605'))
 
 
@@ -1039,10 +1036,9 @@ def test_fuzzing_the_serving_loop(threads):
     error. (With threads, connections are served by the pool.)"""
     rng = random.Random(FUZZ_SEED)
     seeds = fuzz_seeds()
-    deadline = time.monotonic() + FUZZ_SECONDS
     done = 0
     with live_worker(read_timeout=5, threads=threads) as server:
-        while done < FUZZ_CASES and time.monotonic() < deadline:
+        while done < FUZZ_CASES:
             data = mutate(rng, rng.choice(seeds), seeds)
             mark = server.log.mark()
             context = (f'fuzz case {done} (GATEWAY_FUZZ_SEED={FUZZ_SEED}); input '
@@ -1058,4 +1054,3 @@ def test_fuzzing_the_serving_loop(threads):
             bad = [e for e in server.log.since(mark) if e[0] in ('ERROR', 'CRITICAL') or e[2]]
             assert not bad, f'{context}\nerrors logged: {bad}'
             done += 1
-    assert done >= min(FUZZ_CASES, 50), f'only {done} cases in {FUZZ_SECONDS}s'

@@ -34,7 +34,13 @@ def _has_ipv6():
         return False
 
 
-needs_ipv6 = pytest.mark.skipif(not _has_ipv6(), reason='no IPv6 loopback here')
+@pytest.fixture
+def ipv6_loopback():
+    if not _has_ipv6():
+        unavailable('no IPv6 loopback here')
+
+
+needs_ipv6 = pytest.mark.usefixtures('ipv6_loopback')
 
 
 # ---------------------------------------------------------------------------
@@ -186,8 +192,9 @@ def test_unix_socket_mode_is_set_at_creation(tmp_path):
             listener.remove_socket_file()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason='giving a socket to another group needs root')
 def test_unix_socket_given_to_another_group(tmp_path):
+    if os.geteuid() != 0:
+        unavailable('giving a socket to another group needs root')
     other = next(g for g in grp.getgrall() if g.gr_gid != os.getgid())
     path = str(tmp_path / 'other.sock')
     listener = L.open_listener('unix:' + path, unix_mode=0o660, unix_group=other.gr_name)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import in_background
-from fcgi_client import TESTS, ServerProcess, get, pid_alive, server_env, wait_until
+from fcgi_client import TESTS, ServerProcess, get, pid_alive, refused, server_env, wait_until
 from gateway.fastcgi import arbiter
 from gateway.fastcgi.compat import WSGIServer
 
@@ -26,29 +26,30 @@ APP = 'apps.fcgiapps:router'
 def test_heartbeat_reports_the_oldest_request_in_progress():
     heartbeat = arbiter.Heartbeat(3)
     try:
-        assert heartbeat.longest_running(time.monotonic()) is None
-        heartbeat.started(2)
-        time.sleep(0.01)
-        heartbeat.started(0)
-        slot, seconds = heartbeat.longest_running(time.monotonic() + 5)
-        assert slot == 2 and seconds >= 5
+        assert heartbeat.longest_running(100.0) is None
+        heartbeat.started(2, lambda: 100.0)
+        heartbeat.started(0, lambda: 101.0)
+        assert heartbeat.longest_running(106.0) == (2, 6.0)
+        assert heartbeat.overdue(106.0, 5.5) == [(2, 6.0)]
         heartbeat.finished(2)
+        assert heartbeat.longest_running(106.0) == (0, 5.0)
         heartbeat.finished(0)
-        assert heartbeat.longest_running(time.monotonic()) is None
+        assert heartbeat.longest_running(106.0) is None
     finally:
         heartbeat.close()
 
 
-def test_heartbeat_is_cheap():
-    heartbeat = arbiter.Heartbeat(1)
+def test_heartbeat_is_memory_shared_with_a_forked_worker():
+    # What a request costs the worker is one store in a shared mapping, no
+    # system call: the arbiter reads the child's writes from its own copy.
+    heartbeat = arbiter.Heartbeat(2)
     try:
-        started, finished = heartbeat.started, heartbeat.finished
-        begin = time.perf_counter()
-        for _ in range(100000):
-            started(0)
-            finished(0)
-        per_request = (time.perf_counter() - begin) / 100000
-        assert per_request < 20e-6, f'{per_request * 1e6:.2f} microseconds per request'
+        pid = os.fork()
+        if pid == 0:
+            heartbeat.started(1, lambda: 42.0)
+            os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert heartbeat.longest_running(50.0) == (1, 8.0)
     finally:
         heartbeat.close()
 
@@ -65,8 +66,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0():
         server.wait_for_log('slow request started')
         server.send_signal(signal.SIGTERM)
         server.wait_for_log('shutting down: waiting')
-        with pytest.raises(OSError):
-            get(address, timeout=2)          # nobody accepts any more
+        wait_until(lambda: refused(address), what='new connections refused')
         reply = response()
         assert (reply.status, reply.body[:5]) == (200, b'slept')
         assert server.wait() == 0
@@ -79,11 +79,12 @@ def test_sigint_stops_at_once():
         pids = server.wait_booted(2)
         response = in_background(get, address, '/slow', query='60')
         server.wait_for_log('slow request started')
-        began = time.monotonic()
         server.send_signal(signal.SIGINT)
         assert server.wait(10) == 0
-        assert time.monotonic() - began < arbiter.FAST_STOP_WAIT + 3
-        with pytest.raises(ConnectionError):
+        server.wait_for_log('arbiter stopped')
+        # Every worker left when told to, none had to be killed.
+        assert 'shutting down now' in server.log and 'killing it' not in server.log
+        with pytest.raises(ConnectionError, match='before END_REQUEST|reset by peer'):
             response()
         assert not any(pid_alive(pid) for pid in pids)
 
@@ -225,10 +226,9 @@ def test_threads_serve_requests_side_by_side():
                         '--threads', '4']) as server:
         address = server.address()
         server.wait_booted(1)
-        began = time.monotonic()
-        replies = [in_background(get, address, '/slow', query='1') for _ in range(4)]
-        assert {r().status for r in replies} == {200}
-        assert time.monotonic() - began < 3.5
+        # Each waits in the application until all four are there.
+        replies = [in_background(get, address, '/barrier', query='4') for _ in range(4)]
+        assert [(r().status, r().body) for r in replies] == [(200, b'together')] * 4
 
 
 # ---------------------------------------------------------------------------
@@ -282,7 +282,8 @@ def test_flup_style_server_runs_until_a_signal(tmp_path, sig, returned):
         program.send_signal(sig)
         out, err = program.communicate(timeout=15)
         assert out.strip() == b'run returned ' + returned, err
-        assert err.count(b'booted') == 2            # maxChildren=2 -> two workers
+        # maxChildren=2 -> two workers (the second may be stopped before it is ready).
+        assert b'worker 1 ' in err and b'worker 2 ' in err and b'worker 3 ' not in err, err
         assert not os.path.exists(path)
     finally:
         if program.poll() is None:

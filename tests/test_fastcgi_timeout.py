@@ -76,7 +76,7 @@ def test_a_response_already_started_is_cut(tmp_path):
             connection.request('GET', '/app/hang-after-headers')
             response = connection.getresponse()
             assert response.status == 200      # the headers had gone out
-            with pytest.raises(http.client.IncompleteRead):
+            with pytest.raises(http.client.IncompleteRead, match='bytes read'):
                 response.read()                # ... and the body never ends
         finally:
             connection.close()

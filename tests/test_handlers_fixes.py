@@ -45,6 +45,15 @@ def test_never_more_than_declared_content_length():
     assert body_of(stdlib_out) == b'12345EXTRA'   # the defect being fixed
 
 
+@pytest.mark.parametrize('handler', ['SimpleHandler', 'BaseCGIHandler'])
+def test_a_block_crossing_the_declared_length_is_cut_at_it(handler):
+    # The bytes up to the length go out, the rest of that block does not:
+    # a client waiting for 5 bytes gets them (and no more).
+    out, err = run_in_process(gw, handler, wsgi_apps.crosses_length, environ())
+    assert body_of(out) == b'12345'
+    assert 'more than its Content-Length of 5; 5 bytes dropped' in err
+
+
 def test_fewer_bytes_than_declared_is_logged_and_aborts():
     out, err, aborted = run_recording(wsgi_apps.too_short)
     assert body_of(out) == b'only a little'
@@ -221,12 +230,12 @@ def test_control_characters_refused_under_python_O(module, expect_split):
 @pytest.mark.parametrize('value', ['a\x00b', 'a\x7fb', 'a\x1bb', 'a\nb'])
 def test_headers_class_refuses_control_characters(value):
     from gateway.headers import Headers
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='holds a control character'):
         Headers([('X', value)])
     headers = Headers()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='holds a control character'):
         headers['X'] = value
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='holds a control character'):
         headers.add_header('X', value)
 
 
@@ -238,15 +247,21 @@ def test_headers_allow_tab_and_latin1():
 
 def test_hop_by_hop_refused_even_under_python_O():
     code = ("import io, sys\n"
+            "assert False, 'not running under -O'\n"
             "from gateway.handlers import BaseCGIHandler\n"
             "def app(e, sr):\n"
             "    sr('200 OK', [('Connection', 'close')]); return [b'x']\n"
-            "out = io.BytesIO()\n"
-            "BaseCGIHandler(io.BytesIO(), out, io.StringIO(), {}).run(app)\n"
-            "sys.stdout.buffer.write(out.getvalue())\n")
+            "out, err = io.BytesIO(), io.StringIO()\n"
+            "env = {'REQUEST_METHOD': 'GET', 'SERVER_PROTOCOL': 'HTTP/1.1'}\n"
+            "BaseCGIHandler(io.BytesIO(), out, err, env).run(app)\n"
+            "sys.stdout.buffer.write(out.getvalue())\n"
+            "sys.stderr.write(err.getvalue())\n")
     proc = subprocess.run([sys.executable, '-O', '-c', code], capture_output=True, timeout=30,
                           env={'PYTHONPATH': REPO})
-    assert proc.stdout.startswith(b'Status: 500 ')
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(b'Status: 500 ') and b'\r\n\r\nx' not in proc.stdout
+    # The 500 is for the hop-by-hop field, not for anything else.
+    assert b"Hop-by-hop header, 'Connection: close', not allowed" in proc.stderr
 
 
 # Chunked responses: the opt-in that replaces wsgiref's "XXX try for chunked".

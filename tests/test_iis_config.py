@@ -171,7 +171,7 @@ def test_command_lines_split_as_windows_programs_see_them(line, argv):
 def test_gateway_args_knows_the_console_script_too():
     assert webconfig.gateway_args(['C:\\venv\\Scripts\\gateway.exe', 'cgi', '--iis']) == \
         ['cgi', '--iis']
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='does not run "-m gateway"'):
         webconfig.gateway_args(['C:\\py\\python.exe', 'gateway', 'cgi'])
 
 

@@ -355,7 +355,7 @@ def test_read_without_size_stops_at_content_length():
             with connect(server) as sock:
                 sock.sendall(request)
                 sock.settimeout(0.5)
-                with pytest.raises(socket.timeout):
+                with pytest.raises(socket.timeout, match='timed out'):
                     sock.recv(1)
         finally:
             thread.join(TIMEOUT)

@@ -121,6 +121,12 @@ def too_long(environ, start_response):
     return [b'12345', b'EXTRA']
 
 
+def crosses_length(environ, start_response):
+    """The declared length ends in the middle of the second block."""
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '5')])
+    return [b'123', b'45EXTRA']
+
+
 def too_short(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '100')])
     return [b'only a little', b'']

@@ -64,12 +64,29 @@ def importable(environ, start_response):
     return _text(start_response, 'importable' if importlib.util.find_spec(name) else 'not found')
 
 
+_barriers = {}
+
+
+def barrier(environ, start_response):
+    """Waits until N requests (the query string) are in this process's
+    application at once: 200 when they all got there, 503 if they did not
+    within 20 seconds."""
+    import threading
+    parties = int(environ.get('QUERY_STRING') or '2')
+    together = _barriers.setdefault(parties, threading.Barrier(parties))
+    try:
+        together.wait(20)
+    except threading.BrokenBarrierError:
+        return _text(start_response, 'alone', '503 Service Unavailable')
+    return _text(start_response, 'together')
+
+
 def router(environ, start_response):
     """One app with all of the above by path: /pid, /slow?S, /echo, /peer,
-    /importable?MODULE."""
+    /importable?MODULE, /barrier?N."""
     path = environ.get('PATH_INFO', '/')
     app = {'/pid': pid, '/slow': slow, '/echo': echo, '/peer': peer,
-           '/importable': importable}.get(path, hello)
+           '/importable': importable, '/barrier': barrier}.get(path, hello)
     return app(environ, start_response)
 
 
