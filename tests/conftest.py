@@ -1,7 +1,13 @@
+"""pytest's set-up for every test: the worktree and tests/ first on
+sys.path, the Hypothesis profile, the gateway_log fixture, and the time limit
+of container tests. The helpers themselves are in tests/support/ (see
+tests/README.md); their names stay importable from here too."""
+
+import logging
 import os
 import sys
-import threading
-import time
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, 'tests')
@@ -9,9 +15,7 @@ for path in (REPO, TESTS):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-
-def in_ci(environ=os.environ):
-    return environ.get('CI', '').strip().lower() in ('1', 'true', 'yes', 'on')
+from support.helpers import in_background, in_ci, unavailable, wait_until  # noqa: E402,F401
 
 
 def _hypothesis_profiles():
@@ -31,70 +35,26 @@ def _hypothesis_profiles():
 _hypothesis_profiles()
 
 
-def unavailable(reason, environ=os.environ):
-    """A test's real dependency is missing: a user sees a skip with the reason;
-    CI (CI=true) sees a failure, because there a skip would hide a broken set-up."""
-    import pytest
-    if in_ci(environ):
-        pytest.fail(f'{reason} (CI=true: this must not be skipped)', pytrace=False)
-    pytest.skip(reason)
+@pytest.fixture
+def gateway_log(caplog):
+    """caplog, also fed by the 'gateway' logger when an earlier test set it
+    up not to propagate (configure_logging)."""
+    logger = logging.getLogger('gateway')
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(caplog.handler)
+    logger.propagate = False        # each record once, by this handler
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
-def wait_until(condition, timeout=10.0, what='the condition', interval=0.02):
-    """Poll *condition* until it returns something true, and return that.
-    *what* (a string, or a function giving one) says what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f'timed out after {timeout:g}s waiting for '
-                                 f'{what() if callable(what) else what}')
-        time.sleep(interval)
-
-
-def in_background(function, *args, **kwargs):
-    """Run *function* in a thread; the returned callable gives its result
-    (or raises its exception) once it is done, waiting at most *timeout*."""
-    outcome = {}
-
-    def run():
-        try:
-            outcome['value'] = function(*args, **kwargs)
-        except BaseException as error:     # handed to the caller by result()
-            outcome['error'] = error
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def result(timeout=30):
-        thread.join(timeout)
-        assert not thread.is_alive(), 'still running'
-        if 'error' in outcome:
-            raise outcome['error']
-        return outcome['value']
-    return result
-
-
-def _gateway_log_fixture():
-    import logging
-
-    import pytest
-
-    @pytest.fixture
-    def gateway_log(caplog):
-        """caplog, also fed by the 'gateway' logger when an earlier test set it
-        up not to propagate (configure_logging)."""
-        logger = logging.getLogger('gateway')
-        logger.addHandler(caplog.handler)
-        level = logger.level
-        logger.setLevel(logging.DEBUG)
-        try:
-            yield caplog
-        finally:
-            logger.removeHandler(caplog.handler)
-            logger.setLevel(level)
-    return gateway_log
-
-
-gateway_log = _gateway_log_fixture()
+def pytest_collection_modifyitems(config, items):
+    # A container test may build an image first (its fixtures count toward
+    # its time): minutes, not the per-test minute of the rest.
+    for item in items:
+        if item.get_closest_marker('container') and not item.get_closest_marker('timeout'):
+            item.add_marker(pytest.mark.timeout(1800))

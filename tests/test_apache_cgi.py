@@ -6,8 +6,8 @@ import sysconfig
 
 import pytest
 
-from conftest import REPO, TESTS, unavailable
-from front_contract import ERROR_BODY, FrontContract, environ_of
+from support.helpers import REPO, TESTS, unavailable
+from support.front_contract import ERROR_BODY, FrontContract, environ_of
 from webservers import Apache, repo_file
 
 

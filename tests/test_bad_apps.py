@@ -29,10 +29,10 @@ from typing import NamedTuple
 import pytest
 
 from apps.badapps import CLOSED, SECRET
-from cgi_support import cgi_env, run_gateway_cgi
-from conftest import unavailable, wait_until
-from fcgi_client import ServerProcess, cgi_params, connect
-from front_contract import ERROR_BODY
+from support.cgi_support import cgi_env, run_gateway_cgi
+from support.helpers import unavailable, wait_until
+from support.fcgi_client import ServerProcess, cgi_params, connect
+from support.front_contract import ERROR_BODY
 from gateway.fastcgi import client as c
 from gateway.fastcgi import protocol as p
 

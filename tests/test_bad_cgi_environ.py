@@ -34,8 +34,8 @@ import sys
 
 import pytest
 
-from cgi_support import BASE_CGI_ENV, split_cgi_response
-from conftest import REPO, TESTS
+from support.cgi_support import BASE_CGI_ENV, split_cgi_response
+from support.helpers import REPO, TESTS
 from test_cgi_cli import ERROR_BODY
 
 # The application: echoes what it got as latin-1 bytes (PEP 3333), and the

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from cgi_support import cgi_env, run_gateway_cgi, split_cgi_response
-from conftest import REPO, unavailable
+from support.cgi_support import cgi_env, run_gateway_cgi, split_cgi_response
+from support.helpers import REPO, unavailable
 
 ERROR_BODY = b'A server error occurred.  Please contact the administrator.'
 
@@ -124,7 +124,7 @@ def test_console_script_answers_as_cgi_with_no_arguments():
 def test_log_file_takes_the_traceback_and_stderr_stays_empty(tmp_path):
     log = tmp_path / 'gateway.log'
     out, err, rc = run_gateway_cgi(cgi_env({'PATH_INFO': '/x'}),
-                                   args=('--log-file', str(log), 'wsgi_apps:error_before_start'))
+                                   args=('--log-file', str(log), 'apps.wsgi_apps:error_before_start'))
     assert split_cgi_response(out)[0] == '500 Internal Server Error'
     assert err == '' and 'RuntimeError: boom before start_response' in log.read_text()
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, TESTS
+from support.helpers import REPO, TESTS
 from test_apache_cgi import start_apache
 
 CONFIGURED = b'default /app|'      # apps.cliapps:application answers SCRIPT_NAME|PATH_INFO
@@ -201,7 +201,7 @@ def test_a_wrapper_keeps_its_own_options(tmp_path, planted):
 def test_an_argv_given_to_main_is_the_deployments_own():
     import subprocess
     import sys
-    from cgi_support import cgi_env, split_cgi_response
+    from support.cgi_support import cgi_env, split_cgi_response
     code = ('import sys\nfrom gateway.__main__ import main\n'
             "sys.exit(main(['cgi', 'apps.cliapps:app']))\n")
     env = cgi_env({'QUERY_STRING': 'x', 'PATH_INFO': '/x', 'GATEWAY_APP': 'no_such_module:app',
@@ -216,7 +216,7 @@ def test_an_argv_given_to_main_is_the_deployments_own():
 def test_the_fastcgi_server_never_starts_inside_a_cgi_request(args):
     import subprocess
     import sys
-    from cgi_support import cgi_env
+    from support.cgi_support import cgi_env
     env = cgi_env({'PYTHONPATH': f'{REPO}:{TESTS}'})
     proc = subprocess.run([sys.executable, '-c', 'import sys\nfrom gateway.__main__ import main\n'
                            'sys.exit(main(sys.argv[1:]))', *args],

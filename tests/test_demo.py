@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from cgi_support import cgi_env, run_gateway_cgi, split_cgi_response
+from support.cgi_support import cgi_env, run_gateway_cgi, split_cgi_response
 from gateway import demo
 
 CAP = 1 << 20

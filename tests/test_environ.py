@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from cgi_support import cgi_env, run_cgi_code, split_cgi_response
-from conftest import REPO
+from support.cgi_support import cgi_env, run_cgi_code, split_cgi_response
+from support.helpers import REPO
 from gateway.handlers import iis_path_info, transcode_environ
 
 READ = ("import sys\n"

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from conftest import unavailable
-from fcgi_client import TESTS, ServerProcess, get, server_env
+from support.helpers import unavailable
+from support.fcgi_client import TESTS, ServerProcess, get, server_env
 from gateway import cli
 
 APP = 'apps.fcgiapps:router'
@@ -308,7 +308,7 @@ def test_options_reach_the_server(tmp_path):
 
 def test_log_file_takes_the_log_and_wsgi_errors(tmp_path):
     import socket
-    from fcgi_client import ServerProcess, cgi_params, read_until_end_request
+    from support.fcgi_client import ServerProcess, cgi_params, read_until_end_request
     from gateway.fastcgi import client as c
     log = tmp_path / 'gateway.log'
     ours, theirs = socket.socketpair()
@@ -328,7 +328,7 @@ def test_log_file_takes_the_log_and_wsgi_errors(tmp_path):
 def test_log_file_gets_the_start_up_failure(tmp_path):
     import subprocess
     import sys
-    from conftest import TESTS
+    from support.helpers import TESTS
     log = tmp_path / 'gateway.log'
     done = subprocess.run([sys.executable, '-m', 'gateway', 'fastcgi', 'no_such_module:app',
                            '--bind', '127.0.0.1:0', '--log-file', str(log)],

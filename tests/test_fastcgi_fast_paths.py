@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from conftest import unavailable, wait_until
+from support.helpers import unavailable, wait_until
 from gateway.handlers.base import BaseHandler
 from gateway.fastcgi import client as c
 from gateway.fastcgi import protocol as p

@@ -21,8 +21,8 @@ from typing import NamedTuple, Optional
 import pytest
 
 from apps.faultapps import SLOW_BODY_SIZE
-from conftest import in_background, unavailable
-from fcgi_client import pid_alive
+from support.helpers import in_background, unavailable
+from support.fcgi_client import pid_alive
 from webservers import FastCGIBehindNginx, wait_until
 
 APP = 'apps.faultapps:router'

@@ -32,7 +32,7 @@ import threading
 import pytest
 
 from fastcgi_corpus.corpus_app import application as corpus_app
-from fcgi_client import TESTS, ServerProcess, cgi_params, get, pid_alive, wait_until
+from support.fcgi_client import TESTS, ServerProcess, cgi_params, get, pid_alive, wait_until
 from gateway.fastcgi import client as c
 from gateway.fastcgi import protocol as p
 from gateway.fastcgi.config import Config

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from conftest import unavailable
+from support.helpers import unavailable
 
-from fcgi_client import ServerProcess, cgi_params, get, read_until_end_request, server_env
+from support.fcgi_client import ServerProcess, cgi_params, get, read_until_end_request, server_env
 from gateway.fastcgi import listeners as L
 from gateway.fastcgi import client as c
 from gateway.fastcgi import protocol as p

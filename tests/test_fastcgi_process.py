@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from conftest import in_background
-from fcgi_client import TESTS, ServerProcess, get, pid_alive, refused, server_env, wait_until
+from support.helpers import in_background
+from support.fcgi_client import TESTS, ServerProcess, get, pid_alive, refused, server_env, wait_until
 from gateway.fastcgi import arbiter
 from gateway.fastcgi.compat import WSGIServer
 

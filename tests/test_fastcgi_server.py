@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from support.helpers import REPO
 from gateway.fastcgi import client as c
 from gateway.fastcgi import protocol as p
 from gateway.fastcgi.config import Config

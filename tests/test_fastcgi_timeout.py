@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from conftest import unavailable
+from support.helpers import unavailable
 from webservers import FastCGIBehindNginx
 
 APP = 'apps.faultapps:router'

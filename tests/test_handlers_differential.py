@@ -7,8 +7,8 @@ import pytest
 
 import gateway.handlers as gw
 import wsgiref.handlers as std
-import wsgi_apps
-from cgi_support import cgi_env, run_cgi_code
+from apps import wsgi_apps
+from support.cgi_support import cgi_env, run_cgi_code
 
 DATE = re.compile(rb'Date: [^\r]*\r\n')
 
@@ -77,7 +77,8 @@ def test_custom_error_attributes_are_used_like_wsgiref():
 
 
 CGI_CODE = """
-import sys, wsgi_apps
+import sys
+from apps import wsgi_apps
 from {module} import {cls}
 {cls}().run(getattr(wsgi_apps, sys.argv[1]))
 """

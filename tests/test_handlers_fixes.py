@@ -8,8 +8,8 @@ import pytest
 
 import gateway.handlers as gw
 import wsgiref.handlers as std
-import wsgi_apps
-from conftest import REPO, TESTS
+from apps import wsgi_apps
+from support.helpers import REPO, TESTS
 from test_handlers_differential import environ, run_in_process
 
 
@@ -215,7 +215,7 @@ def test_control_characters_refused(app):
 @pytest.mark.parametrize('module, expect_split', [('gateway.handlers', False),
                                                   ('wsgiref.handlers', True)])
 def test_control_characters_refused_under_python_O(module, expect_split):
-    code = ("import io, sys, wsgi_apps\n"
+    code = ("import io, sys\nfrom apps import wsgi_apps\n"
             f"from {module} import SimpleHandler\n"
             "out = io.BytesIO()\n"
             "env = {'REQUEST_METHOD': 'GET', 'SERVER_PROTOCOL': 'HTTP/1.0'}\n"

@@ -22,9 +22,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from conftest import TESTS
+from support.helpers import TESTS
 from containers.conftest import base_image, docker_client, gateway_image  # noqa: F401 (fixtures)
-from front_contract import ERROR_BODY, FrontContract, environ_of
+from support.front_contract import ERROR_BODY, FrontContract, environ_of
 from iis_fronts import webconfig
 from webservers import http_request, wait_until
 

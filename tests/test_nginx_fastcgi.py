@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from conftest import REPO, TESTS, unavailable
-from front_contract import FrontContract, environ_of
+from support.helpers import REPO, TESTS, unavailable
+from support.front_contract import FrontContract, environ_of
 from webservers import Nginx, free_port, repo_file, wait_until
 
 

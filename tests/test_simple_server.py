@@ -18,8 +18,8 @@ import wsgiref.simple_server as std_server
 import pytest
 
 import gateway.simple_server as gw_server
-import wsgi_apps
-from conftest import unavailable
+from apps import wsgi_apps
+from support.helpers import unavailable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 10

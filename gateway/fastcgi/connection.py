@@ -143,7 +143,8 @@ class ServedConnection:
     """
 
     def __init__(self, sock, app, config, values, multithread=False, multiprocess=True,
-                 overloaded=False, on_request=None, idle_timeout=True, sole=False, peer=None):
+                 overloaded=False, on_request=None, idle_timeout=True, sole=False, peer=None,
+                 transport=None):
         self.sock = sock                # for the worker's selector; I/O goes through transport
         self.app = app
         self.config = config
@@ -155,7 +156,7 @@ class ServedConnection:
         # Where the peer may rightly stay silent between requests (the
         # single IIS connection), only a request in progress times out.
         self.timeout = config.read_timeout if idle_timeout and config.read_timeout else None
-        self.transport = transport = transport_for(sock, self.timeout, peer)
+        self.transport = transport = transport or transport_for(sock, self.timeout, peer)
         self.codec = fcgi.Connection(max_params_size=config.max_params_size)
         self.events = deque()
         self.state = OPEN

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import unavailable
+from support.helpers import unavailable
 from webservers import http_request
 
 # Ryuk, testcontainers' reaper, is pulled from a registry: the fixtures below

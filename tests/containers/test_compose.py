@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from conftest import unavailable
+from support.helpers import unavailable
 from webservers import free_port, http_request
 
 from .conftest import (

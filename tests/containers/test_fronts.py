@@ -14,7 +14,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from front_contract import FrontContract, environ_of
+from support.front_contract import FrontContract, environ_of
 
 from .conftest import (
     ERROR_LOG_LINE, FASTCGI_SERVER_FRONTS, SOCKET, SOCKET_DIR, own_app_directory, run_front,

@@ -19,7 +19,7 @@ import socket
 
 import pytest
 
-from front_contract import ERROR_BODY, environ_of
+from support.front_contract import ERROR_BODY, environ_of
 
 from .conftest import CGI_FRONTS, LOOPBACK, REPO, wait_until
 

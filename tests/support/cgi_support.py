@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO, TESTS
+from support.helpers import REPO, TESTS
 
 BASE_CGI_ENV = {
     'GATEWAY_INTERFACE': 'CGI/1.1',
