@@ -342,7 +342,7 @@ class ServedConnection:
             state = channel.state
         if state is FINISHED:
             if not channel.keep_conn and self.state is not CLOSED:
-                self._close_after_response(self._stdin_ended(channel))
+                self._close_after_response(channel.stdin_ended)   # as _finish found it
         elif state is BROKEN:
             log.warning('%s from %s: response incomplete; closing the connection so the'
                         ' web server sees it failed', describe_request(params),
@@ -363,6 +363,7 @@ class ServedConnection:
         connection."""
         channel.state = FINISHED
         last = not channel.keep_conn and self._stdin_ended(channel)
+        channel.stdin_ended = last or channel.stdin_ended
         try:
             self._send(self.codec.end_response(channel.request_id, data), last)
         except OSError as error:
