@@ -2,8 +2,8 @@
 
 This module holds what is CGI's own: the rules by which a CGI environment
 becomes a WSGI environ, and the CGI handlers. ``base`` holds the machinery
-every handler shares, ``streams`` the ``wsgi.input`` streams, ``fastcgi`` a
-server that runs many requests through the same machinery. A CGI process
+every handler shares, ``streams`` the ``wsgi.input`` streams, ``fastcgi`` the
+FastCGI adaptor (the server itself is ``gateway.fastcgi``). A CGI process
 imports this package, ``base`` and ``gateway.headers``, nothing it does not
 use (``streams`` only when there is a body).
 """
@@ -17,8 +17,8 @@ from .base import BaseHandler, FileWrapper, SimpleHandler, format_date_time, gue
 __all__ = ['BaseHandler', 'SimpleHandler', 'BaseCGIHandler', 'CGIHandler', 'IISCGIHandler',
            'read_environ']
 
-# Also here for the FastCGI server and the cgi command: transcode_environ,
-# iis_path_info, cgi_environ_error, CGIEnvironmentError.
+# Also here for the FastCGI adaptor, the application loader and the cgi
+# command: transcode_environ, iis_path_info, cgi_environ_error, CGIEnvironmentError.
 
 
 # -- the CGI environment ----------------------------------------------------------

@@ -26,6 +26,7 @@ The server itself is ``gateway.fastcgi``; for flup's users::
 import logging
 
 from . import BaseCGIHandler, CGIEnvironmentError
+from .base import describe_request
 from .streams import InputLines
 
 __all__ = ['FastCGIHandler', 'RequestInput', 'ServerLog', 'RecordErrors', 'RequestAborted',
@@ -219,7 +220,7 @@ class FastCGIHandler(BaseCGIHandler):
         if isinstance(exc_info[1], CGIEnvironmentError):
             BaseCGIHandler.log_exception(self, exc_info)    # one line, by log_message()
             return
-        log.error('%s: the application raised', self._request_line(), exc_info=exc_info)
+        log.error('%s: the application raised', describe_request(self.environ), exc_info=exc_info)
 
     def log_message(self, message):
         log.warning('%s', message)
