@@ -44,8 +44,9 @@ def main():
         bind = '127.0.0.1:%d' % h.free_port()
         argv = [sys.executable, '-m', 'gateway', 'fastcgi', 'pid:app', '--bind', bind,
                 '--workers', str(args.workers)]
-        server = h.Group('gateway', argv, work, cwd=h.APPS, env=dict(
-            os.environ, PYTHONPATH=os.pathsep.join([h.REPO, h.APPS]), GATEWAY_BENCH_MARKERS=markers))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([h.REPO, h.APPS]),
+                   GATEWAY_BENCH_MARKERS=markers)
+        server = h.Group('gateway', argv, work, cwd=h.APPS, env=env)
         nginx = h.start_server(h.Nginx(work), h.fastcgi_site(bind, True, 16))
         h.ready(nginx.port, '/app/', lambda body: body.strip().isdigit(), server)
         h.wait(lambda: len(server.workers()) == args.workers, 30, 'every worker')

@@ -35,7 +35,7 @@ RESULTS = os.path.join(BENCH, 'results')
 sys.path.insert(0, os.path.join(REPO, 'tests'))
 
 from support.webservers import (APACHE_MODULES, Apache, Nginx, fastcgi_site,  # noqa: E402,F401
-                                free_port, http_request, repo_file, wait_until)
+                                free_port, http_request, wait_until)
 
 # A run is NOISY when other work took more than this share of the machine's
 # CPUs while it measured, or when its rounds differ by more than this share
@@ -179,6 +179,12 @@ def machine_cpu():
     with open('/proc/stat') as f:
         fields = [int(x) for x in f.readline().split()[1:]]
     return (fields[0] + fields[1] + fields[2]) / _TICK, fields[7] / _TICK
+
+
+def own_cpu():
+    """CPU seconds of this process and of the children it waited for (wrk)."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 _started = []
@@ -455,14 +461,12 @@ class Wrk:
         work none of ours, `steal_share` taken by the hypervisor."""
         before = {name: meter() for name, meter in meters.items()}
         busy, stolen = machine_cpu()
-        own = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = own_cpu()
         result = self.run(url, duration, connections, **kwargs)
         after = {name: meter() for name, meter in meters.items()}
         busy_after, stolen_after = machine_cpu()
-        own_after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         requests = max(result['requests'], 1)
-        ours = sum(after[name] - before[name] for name in meters) + sum(
-            (b.ru_utime + b.ru_stime) - (a.ru_utime + a.ru_stime) for a, b in zip(own, own_after))
+        ours = sum(after[name] - before[name] for name in meters) + own_cpu() - own
         for name in meters:
             result[name + '_cpu_us'] = (after[name] - before[name]) * 1e6 / requests
         capacity = result['seconds'] * os.cpu_count()
@@ -500,36 +504,25 @@ def summary(runs, keys):
 
 
 def noise(runs):
-    """What the rest of the machine did while *runs* (name: list of wrk
-    figures) measured, and why the run is NOISY, if it is."""
+    """Print and return what the rest of the machine did while *runs* (name:
+    list of wrk figures) measured, and why the run is NOISY, if it is."""
     every = [r for rs in runs.values() for r in rs]
-    other = [r['other_share'] for r in every if 'other_share' in r]
-    steal = [r['steal_share'] for r in every if 'steal_share' in r]
-    found = {'other_share_mean': statistics.mean(other) if other else None,
-             'other_share_max': max(other) if other else None,
-             'steal_share_max': max(steal) if steal else None, 'why': []}
-    if other and max(other) > NOISY_SHARE:
-        found['why'].append('other work used up to %.0f%% of the CPUs (mean %.0f%%)'
-                            % (max(other) * 100, statistics.mean(other) * 100))
-    if steal and max(steal) > NOISY_SHARE:
-        found['why'].append('the hypervisor took up to %.0f%%' % (max(steal) * 100))
-    wide = {name: spread([r['rps'] for r in rs]) for name, rs in runs.items() if len(rs) > 1}
-    wide = {name: x for name, x in wide.items() if x > NOISY_SPREAD}
-    if wide:
-        found['why'].append('rounds differ by more than %.0f%% for %s' % (
-            NOISY_SPREAD * 100, ', '.join('%s (%.0f%%)' % kv for kv in
-                                          ((n, x * 100) for n, x in sorted(wide.items())))))
-    found['noisy'] = bool(found['why'])
-    return found
-
-
-def print_noise(found):
-    if found['other_share_mean'] is not None:
-        print('other work on the machine while measuring: mean %.0f%%, at most %.0f%% of the CPUs'
-              % (found['other_share_mean'] * 100, found['other_share_max'] * 100))
-    if found['noisy']:
+    other = [r['other_share'] for r in every if 'other_share' in r] or [0.0]
+    steal = max([r['steal_share'] for r in every if 'steal_share' in r] or [0.0])
+    wide = {n: spread([r['rps'] for r in rs]) for n, rs in runs.items() if len(rs) > 1}
+    why = ['rounds of %s differ by %.0f%% of their median' % (n, x * 100)
+           for n, x in sorted(wide.items()) if x > NOISY_SPREAD]
+    if steal > NOISY_SHARE:
+        why.insert(0, 'the hypervisor took up to %.0f%%' % (steal * 100))
+    if max(other) > NOISY_SHARE:
+        why.insert(0, 'other work used up to %.0f%% of the CPUs' % (max(other) * 100))
+    print('other work on the machine while measuring: mean %.0f%%, at most %.0f%% of the CPUs'
+          % (statistics.mean(other) * 100, max(other) * 100))
+    if why:
         print('NOISY: %s. Requests/s are rough; CPU per request holds better. Re-run when '
-              'the machine is quiet, or with more --rounds.' % '; '.join(found['why']))
+              'the machine is quiet, or with more --rounds.' % '; '.join(why))
+    return {'other_share_mean': statistics.mean(other), 'other_share_max': max(other),
+            'steal_share_max': steal, 'noisy': bool(why), 'why': why}
 
 
 def table(header, rows, left=1):
@@ -551,7 +544,8 @@ def figure(value, form='%.0f'):
 
 def arguments(doc, duration, rounds, connections):
     """A parser with the options every load benchmark takes."""
-    parser = argparse.ArgumentParser(description=doc.split('\n\n')[0], epilog=doc.split('\n\n', 1)[-1],
+    parser = argparse.ArgumentParser(description=doc.split('\n\n')[0],
+                                     epilog=doc.split('\n\n', 1)[-1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if duration:
         parser.add_argument('--duration', type=int, default=duration, metavar='S',

@@ -366,11 +366,10 @@ def main():
         for r in tables[app]['ratios']:
             print('  %-15s / %-9s  req/s %5.2fx   CPU per request %5.2fx'
                   % (r['ours'], r['theirs'], r['rps'], r['cpu']))
-    print('\nCPU us/req: user + system time of the backend\'s processes (supervisor and '
-          'workers) per request; front us/req: the same for nginx or Apache. RSS: median of '
-          'the worker processes after the run. Medians over the rounds.')
+    print('\nCPU us/req: user and system time of the backend\'s processes (supervisor and\n'
+          'workers) per request; front us/req: the same for nginx or Apache. RSS: median\n'
+          'of the worker processes after the run. Medians over the rounds.')
     found = h.noise(every)
-    h.print_noise(found)
     errors = any(r['non2xx'] or r['socket_errors'] for rs in every.values() for r in rs)
     path = h.write_results('peers', {
         'settings': {'duration': args.duration, 'rounds': args.rounds,
