@@ -509,13 +509,17 @@ def noise(runs):
     every = [r for rs in runs.values() for r in rs]
     other = [r['other_share'] for r in every if 'other_share' in r] or [0.0]
     steal = max([r['steal_share'] for r in every if 'steal_share' in r] or [0.0])
-    wide = {n: spread([r['rps'] for r in rs]) for n, rs in runs.items() if len(rs) > 1}
-    why = ['rounds of %s differ by %.0f%% of their median' % (n, x * 100)
-           for n, x in sorted(wide.items()) if x > NOISY_SPREAD]
-    if steal > NOISY_SHARE:
-        why.insert(0, 'the hypervisor took up to %.0f%%' % (steal * 100))
+    wide = sorted((spread([r['rps'] for r in rs]), n) for n, rs in runs.items() if len(rs) > 1)
+    wide = [(x, n) for x, n in wide if x > NOISY_SPREAD]
+    why = []
     if max(other) > NOISY_SHARE:
-        why.insert(0, 'other work used up to %.0f%% of the CPUs' % (max(other) * 100))
+        why.append('other work used up to %.0f%% of the CPUs' % (max(other) * 100))
+    if steal > NOISY_SHARE:
+        why.append('the hypervisor took up to %.0f%%' % (steal * 100))
+    if wide:
+        why.append('the rounds of %d of %d differ by more than %.0f%% of their median '
+                   '(most: %s, %.0f%%)' % (len(wide), len(runs), NOISY_SPREAD * 100,
+                                           wide[-1][1], wide[-1][0] * 100))
     print('other work on the machine while measuring: mean %.0f%%, at most %.0f%% of the CPUs'
           % (statistics.mean(other) * 100, max(other) * 100))
     if why:

@@ -287,12 +287,17 @@ def chart(path, tables, title):
                                              '(less is better)'))):
             axis = axes[row][column]
             values = [tables[app]['summary'].get(n, {}).get(key, 0) for n in names]
+            rounds = [[r[key] for r in tables[app]['runs'].get(n, [])] or [0] for n in names]
+            # The bar is the median; the whisker spans the rounds.
+            whiskers = [[v - min(r) for v, r in zip(values, rounds)],
+                        [max(r) - v for v, r in zip(values, rounds)]]
             colours = ['tab:blue' if 'gateway' in n else 'tab:gray' for n in names]
-            axis.barh(['%s (%s)' % (n, BY_NAME[n].front) for n in names], values, color=colours)
-            for y, (name, value) in enumerate(zip(names, values)):
+            axis.barh(['%s (%s)' % (n, BY_NAME[n].front) for n in names], values, color=colours,
+                      xerr=whiskers, error_kw={'ecolor': 'black', 'lw': 0.8, 'capsize': 2})
+            for y, (name, value, r) in enumerate(zip(names, values, rounds)):
                 absent = tables[app]['absent'].get(name)
-                axis.text(value, y, ' ' + absent.split(':')[0] if absent else ' %.0f' % value,
-                          va='center', fontsize=8)
+                axis.text(max(r + [value]), y, ' ' + absent.split(':')[0] if absent
+                          else ' %.0f' % value, va='center', fontsize=8)
             axis.set_title('%s: %s' % (app, label), fontsize=10)
             axis.margins(x=0.15)
             axis.tick_params(labelsize=8)
@@ -376,7 +381,9 @@ def main():
                      'connections': args.connections, 'workers': WORKERS, 'pool': POOL},
         'versions': versions(), 'noise': found, 'apps': tables})
     if h.find('matplotlib'):
-        title = '%s\n%s%s' % (h.command(), h.machine_line(), '   NOISY' if found['noisy'] else '')
+        title = '%s%s\n%s\nbars: the median of the rounds, whiskers: their range; blue: the ' \
+            'gateway, grey: its peers' % (h.command(), '   NOISY' if found['noisy'] else '',
+                                          h.machine_line())
         chart(path[:-len('.json')] + '.png', tables, title)
         print('chart:   %s' % os.path.relpath(path[:-len('.json')] + '.png'))
     else:
