@@ -22,7 +22,7 @@ import pytest
 from apps.faultapps import SLOW_BODY_SIZE
 from conftest import in_background, unavailable
 from fcgi_client import pid_alive
-from webservers import FastCGIBehindNginx, wait_until
+from support.webservers import FastCGIBehindNginx, wait_until
 
 APP = 'apps.faultapps:router'
 

@@ -1,4 +1,5 @@
-"""Real Apache and nginx instances on loopback, for the tests that need them.
+"""Real Apache and nginx instances on loopback, for the tests and the
+benchmarks (bench/harness.py) that need them.
 
 Each instance gets a private configuration, pid file and logs in a temporary
 directory and listens on a free 127.0.0.1 port. Apache started by root
