@@ -2,369 +2,234 @@
 """What a CGI request pays for: interpreter start-up and import costs.
 
 Every CGI request starts a fresh interpreter, so every module the CGI path
-imports is paid for on every request.  This measures, with one interpreter:
+imports is paid for on every request. With one interpreter (by default a
+fresh venv of --python, as a deployment runs it), this measures:
 
-* bare start-up: `python -c pass`, with and without -I / -S;
-* which modules are already loaded right after start-up (those are free);
-* the import cost of each candidate module (-X importtime, cumulative, of
-  that import statement alone, after start-up), and the wall-clock
-  difference `python -c "import X"` minus `python -c pass`;
-* `python -m MODULE` against `python FILE` (what runpy costs);
-* a pip-generated console-script wrapper against a plain script (it
-  imports `re` and compiles a pattern);
-* one whole CGI request through wsgiref.handlers.CGIHandler (and through
-  gateway.handlers.CGIHandler and the gateway entry point when they import),
-  run directly with a CGI environment, broken down with -X importtime.
+* start-up: `python -c pass`, with -I and -S, and without teardown;
+* which modules start-up has loaded already (those are free);
+* each module's import cost: `-X importtime` of that one statement, and
+  `python -c "import X"` against `python -c pass`;
+* the gateway's own modules, from the working tree;
+* entry points: a plain script, `python -m`, pip's console-script wrapper;
+* one CGI request run directly with a CGI environment: the CGI benchmark's
+  F, S, G and E, plus `python -m gateway` (M) and G ending in os._exit (X),
+  and what each imports beyond start-up.
 
-Timings spawn the interpreter --runs times per command, the commands
-interleaved round-robin so noise hits all alike, and report the median and
-minimum wall-clock time and the median CPU time (user + system, from
-wait4), which other load on the machine moves much less.  By default the
-study runs a fresh virtual environment of --python, as a deployment would,
-free of .pth files and packages in the interpreter's own site-packages;
---no-venv studies --python as it is.  Output is Markdown.
+Each command is spawned --runs times, the commands interleaved; reported:
+the median and minimum wall-clock time, and the median CPU time (user +
+system, from wait4), which other load on the machine moves much less.
+Output is Markdown; the figures also go to bench/results/import_cost-UTC.json.
 """
 
 import argparse
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-APP_DIR = os.path.join(HERE, "cgi")
+import harness as h
 
-MODULES = [
-    "re", "time", "email.utils", "io", "os", "sys", "traceback", "warnings",
-    "collections", "functools", "enum", "typing", "dataclasses", "socket",
-    "selectors", "argparse", "runpy", "wsgiref.handlers", "wsgiref.util",
-    "wsgiref.headers", "datetime", "locale", "codecs", "tempfile", "logging",
-    "contextlib", "types", "string", "importlib", "importlib.util",
-]
-
-CGI_ENV = {
-    "GATEWAY_INTERFACE": "CGI/1.1",
-    "REQUEST_METHOD": "GET",
-    "SERVER_NAME": "127.0.0.1",
-    "SERVER_PORT": "8080",
-    "SERVER_PROTOCOL": "HTTP/1.1",
-    "SERVER_SOFTWARE": "Apache",
-    "SCRIPT_NAME": "/s",
-    "PATH_INFO": "",
-    "QUERY_STRING": "",
-    "REMOTE_ADDR": "127.0.0.1",
-    "HTTP_HOST": "127.0.0.1:8080",
+MODULES = ['re', 'time', 'email.utils', 'io', 'os', 'sys', 'traceback', 'warnings',
+           'collections', 'functools', 'enum', 'typing', 'dataclasses', 'socket', 'selectors',
+           'argparse', 'runpy', 'wsgiref.handlers', 'wsgiref.util', 'wsgiref.headers',
+           'datetime', 'locale', 'codecs', 'tempfile', 'logging', 'contextlib', 'types',
+           'string', 'importlib', 'importlib.util']
+GATEWAY_MODULES = ['gateway', 'gateway.handlers', 'gateway.__main__', 'gateway.apploader',
+                   'gateway.types']
+CGI_REQUEST = {'GATEWAY_INTERFACE': 'CGI/1.1', 'REQUEST_METHOD': 'GET', 'SCRIPT_NAME': '/s',
+               'SERVER_NAME': '127.0.0.1', 'SERVER_PORT': '8080', 'QUERY_STRING': '',
+               'SERVER_PROTOCOL': 'HTTP/1.1', 'REMOTE_ADDR': '127.0.0.1', 'PATH_INFO': '',
+               'HTTP_HOST': '127.0.0.1:8080', 'SERVER_SOFTWARE': 'Apache'}
+MORE_SCRIPTS = {
+    'M': ('python -m gateway (runpy)',
+          'import runpy\nrunpy.run_module("gateway", run_name="__main__", alter_sys=True)\n'),
+    'X': ('G, then atexit handlers, flush, os._exit(0): no teardown',
+          h.CGI_SCRIPTS['G'] + 'import atexit, os, sys\natexit._run_exitfuncs()\n'
+          'sys.stdout.flush()\nsys.stderr.flush()\nos._exit(0)\n'),
 }
-
-MARK = "@@import-cost-mark@@"
-IMPORTTIME_RE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( +)(\S+)\s*$")
-
-
-def spawn_time(argv, env, cwd):
-    """(wall, cpu) seconds of one run of argv (posix_spawn + wait4).
-
-    cpu is the child's user + system time from wait4's rusage: unlike the
-    wall-clock time it moves little when other work shares the machine.
-    """
-    devnull = os.open(os.devnull, os.O_RDWR)
-    try:
-        actions = [(os.POSIX_SPAWN_DUP2, devnull, 0),
-                   (os.POSIX_SPAWN_DUP2, devnull, 1),
-                   (os.POSIX_SPAWN_DUP2, devnull, 2)]
-        old = os.getcwd()
-        os.chdir(cwd)
-        try:
-            t0 = time.perf_counter()
-            pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
-            _, status, usage = os.wait4(pid, 0)
-            t1 = time.perf_counter()
-        finally:
-            os.chdir(old)
-    finally:
-        os.close(devnull)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError("failed: %s" % " ".join(argv))
-    return t1 - t0, usage.ru_utime + usage.ru_stime
+# pip's wrapper for a console-script entry point, as it writes it.
+PIP_WRAPPER = ("# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom {module} import main\n"
+               "if __name__ == '__main__':\n"
+               "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+               "    sys.exit(main())\n")
+MARK = '@@import-cost-mark@@'
+IMPORTTIME = re.compile(r'^import time:\s+(\d+) \|\s+(\d+) \|( +)(\S+)\s*$')
 
 
-def time_many(cmds, runs, env, cwd):
-    """{name: (median wall ms, min wall ms, median cpu ms)} for {name: argv},
-    interleaved round-robin.
+def spawn(argv, env, cwd):
+    """(wall, CPU) seconds of one run of *argv*."""
+    with open(os.devnull, 'r+b') as null:
+        start = time.perf_counter()
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=null, stdout=null, stderr=null)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise h.BenchError('failed: %s' % ' '.join(argv))
+    return wall, usage.ru_utime + usage.ru_stime
 
-    The minimum wall time and the CPU time are the figures least disturbed
-    by other load on the machine; the median wall time is the typical one.
-    """
-    samples = {name: [] for name in cmds}
-    for name, argv in cmds.items():          # warm the page cache / pycs
-        for _ in range(3):
-            spawn_time(argv, env, cwd)
+
+def timed(commands, runs, env, cwd):
+    """{name: (median wall ms, min wall ms, median CPU ms)}, the commands
+    interleaved so that noise hits all alike."""
+    samples = {name: [] for name in commands}
+    for _, name in h.interleaved(list(commands), 3):     # the page cache and .pyc files
+        spawn(commands[name], env, cwd)
     for _ in range(runs):
-        for name, argv in cmds.items():
-            samples[name].append(spawn_time(argv, env, cwd))
-    return {name: (statistics.median(w for w, _ in v) * 1000,
-                   min(w for w, _ in v) * 1000,
-                   statistics.median(c for _, c in v) * 1000)
-            for name, v in samples.items()}
+        for name, argv in commands.items():
+            samples[name].append(spawn(argv, env, cwd))
+    return {name: (statistics.median(w for w, _ in s) * 1000, min(w for w, _ in s) * 1000,
+                   statistics.median(c for _, c in s) * 1000) for name, s in samples.items()}
 
 
-def run(argv, env, cwd, timeout=60):
-    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+def importtime(python, argv_tail, env, cwd):
+    """-X importtime rows (self µs, cumulative µs, depth, module) of a run."""
+    done = subprocess.run([python, '-X', 'importtime'] + argv_tail, env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode:
+        raise h.BenchError((done.stderr.strip().splitlines() or ['?'])[-1])
+    text = done.stderr.split(MARK, 1)[-1]
+    return [(int(m.group(1)), int(m.group(2)), (len(m.group(3)) - 1) // 2, m.group(4))
+            for m in map(IMPORTTIME.match, text.splitlines()) if m]
 
 
-def startup_modules(python, flags, env, cwd):
-    r = run([python] + flags + ["-c", "import sys; print(' '.join(sorted(sys.modules)))"],
-            env, cwd)
-    return set(r.stdout.split())
+def import_cost(python, module, env, cwd, repeat=7):
+    """(median µs of the statement's top-level imports, modules it adds)."""
+    code = 'import sys; sys.stderr.write(%r + "\\n")\nimport %s' % (MARK, module)
+    rows = [importtime(python, ['-c', code], env, cwd) for _ in range(repeat)]
+    return statistics.median(sum(c for _, c, d, _ in r if d == 0) for r in rows), len(rows[0])
 
 
-def importtime_after_mark(python, code, env, cwd):
-    """Parse -X importtime output after MARK: list of (self, cum, depth, name)."""
-    r = run([python, "-X", "importtime", "-c",
-             "import sys; sys.stderr.write(%r + '\\n'); sys.stderr.flush()\n%s" % (MARK, code)],
-            env, cwd)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr.strip().splitlines()[-1])
-    lines = r.stderr.split(MARK, 1)[1].splitlines()
-    rows = []
-    for line in lines:
-        m = IMPORTTIME_RE.match(line)
-        if m:
-            rows.append((int(m.group(1)), int(m.group(2)),
-                         (len(m.group(3)) - 1) // 2, m.group(4)))
-    return rows
+def loaded(python, flags, env, cwd):
+    out = subprocess.run([python] + flags + ['-c', 'import sys; print(*sys.modules)'], env=env,
+                         cwd=cwd, capture_output=True, text=True, timeout=60).stdout
+    return set(out.split())
 
 
-def import_cost_us(python, module, env, cwd, repeat=7):
-    """Median over `repeat` runs of the summed top-level cumulative µs."""
-    totals, count = [], 0
-    for _ in range(repeat):
-        rows = importtime_after_mark(python, "import %s" % module, env, cwd)
-        totals.append(sum(cum for _, cum, depth, _ in rows if depth == 0))
-        count = len(rows)
-    return statistics.median(totals), count
+def print_timings(title, header, found, base=None):
+    print('\n### %s\n\n| %s | wall ms, median | wall min | CPU ms |%s\n|---|---:|---:|---:|%s'
+          % (title, header, ' CPU over `-c pass` |' if base else '', '---:|' if base else ''))
+    for name, (median, low, cpu) in found.items():
+        print('| %s | %.2f | %.2f | %.2f |%s' % (name, median, low, cpu,
+                                                 ' %+.2f |' % (cpu - base[2]) if base else ''))
 
 
-def importtime_profile(python, argv_tail, env, cwd):
-    """Full -X importtime of a script run: rows (self, cum, depth, name)."""
-    r = run([python, "-X", "importtime"] + argv_tail, env, cwd)
-    rows = []
-    for line in r.stderr.splitlines():
-        m = IMPORTTIME_RE.match(line)
-        if m:
-            rows.append((int(m.group(1)), int(m.group(2)),
-                         (len(m.group(3)) - 1) // 2, m.group(4)))
-    return r, rows
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--python', default=sys.executable,
+                        help='interpreter to study (default: this one)')
+    parser.add_argument('--no-venv', dest='venv', action='store_false',
+                        help='study --python as it is, with its site-packages')
+    parser.add_argument('--runs', type=int, default=40,
+                        help='spawns per command (default: %(default)s)')
+    parser.add_argument('--modules', help='comma-separated modules (default: a fixed list)')
+    args = parser.parse_args()
+    if not 5 <= args.runs <= 500:
+        parser.error('--runs must be 5..500')
+    with tempfile.TemporaryDirectory(prefix='import-cost-') as cwd:
+        return study(args, cwd)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--python", default=sys.executable,
-                   help="interpreter to study (default: this one, %(default)s)")
-    p.add_argument("--venv", action=argparse.BooleanOptionalAction, default=True,
-                   help="study a fresh venv of --python, as a deployment runs it: "
-                        "no .pth files or packages of the interpreter's own "
-                        "site-packages (default: on; --no-venv studies --python as it is)")
-    p.add_argument("--runs", type=int, default=40,
-                   help="spawns per command for wall-clock medians (default 40)")
-    p.add_argument("--modules", help="comma-separated modules (default: a fixed list)")
-    args = p.parse_args(argv)
-    if not (5 <= args.runs <= 500):
-        p.error("--runs must be 5..500")
+def study(args, cwd):
+    python = h.venv(args.python, cwd) if args.venv else os.path.abspath(args.python)
+    env = {'PATH': '/usr/bin:/bin', 'LANG': 'C.UTF-8'}
+    results = {}
+    print('## Import cost\n\nmachine: %s; `%s`%s; %d spawns per figure' % (
+        h.machine_line(), python, ' (a fresh venv of `%s`)' % args.python if args.venv else '',
+        args.runs))
 
-    tmp = tempfile.mkdtemp(prefix="import-cost-")
-    try:
-        return study(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    bare = {'python %s-c pass' % ''.join(f + ' ' for f in flags): [python, *flags, '-c', 'pass']
+            for flags in ([], ['-I'], ['-S'], ['-I', '-S'])}
+    bare["python -c 'import os; os._exit(0)'"] = [python, '-c', 'import os; os._exit(0)']
+    results['start_up'] = found = timed(bare, args.runs, env, cwd)
+    print_timings('Start-up', 'command', {'`%s`' % k: v for k, v in found.items()})
+    free = loaded(python, [], env, cwd)
+    print('\nLoaded right after a normal start (free to import): `%s`  \nof which `site` loads '
+          '(absent with -S): `%s`' % (' '.join(sorted(m for m in free if m[0] != '_')),
+                                       ' '.join(sorted(free - loaded(python, ['-S'], env, cwd)))))
 
+    def module_table(title, modules, module_env):
+        commands = {m: [python, '-c', 'import ' + m] for m in modules}
+        walls = timed(dict(commands, pass_=[python, '-c', 'pass']), args.runs, module_env, cwd)
+        print('\n### %s\n\n`importtime`: the statement\'s top-level cumulative µs (`-X '
+              'importtime`, median of 7); `+ms`: `python -c "import X"` minus `python -c pass`;'
+              ' `new`: modules it adds.\n\n| module | free | importtime µs | wall +ms median | '
+              'wall +ms min | CPU +ms | new |\n|---|:---:|---:|---:|---:|---:|---:|' % title)
+        rows = {}
+        for m in modules:
+            us, count = import_cost(python, m, module_env, cwd)
+            more = [walls[m][i] - walls['pass_'][i] for i in range(3)]
+            rows[m] = {'importtime_us': us, 'new_modules': count, 'wall_ms': more[0],
+                       'wall_min_ms': more[1], 'cpu_ms': more[2]}
+            print('| `%s` | %s | %d | %+.2f | %+.2f | %+.2f | %d |'
+                  % (m, 'yes' if m in free else 'no', us, *more, count))
+        return rows
+    modules = args.modules.split(',') if args.modules else MODULES
+    results['modules'] = module_table('Import cost of one module, after a normal start',
+                                      modules, env)
+    gateway_env = dict(env, PYTHONPATH=h.REPO)
+    results['gateway_modules'] = module_table('The gateway\'s modules (the working tree)',
+                                              GATEWAY_MODULES, gateway_env)
+    code = 'import sys; sys.stderr.write(%r + "\\n")\nimport gateway.handlers' % MARK
+    print('\n`import gateway.handlers` loads: %s' % ', '.join(
+        '%s %d µs' % (name, own) for own, _, _, name in
+        importtime(python, ['-c', code], gateway_env, cwd)))
 
-def study(args, tmp):
-    python = os.path.abspath(args.python)
-    base = python
-    if args.venv:
-        venv = os.path.join(tmp, "venv")
-        subprocess.run([python, "-m", "venv", "--without-pip", venv], check=True,
-                       timeout=120)
-        python = os.path.join(venv, "bin", "python3")
-    modules = args.modules.split(",") if args.modules else MODULES
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    cwd = tmp
-
-    version = run([python, "-c", "import sys; print(sys.version.split()[0])"], env, cwd).stdout.strip()
-    print("## Import cost study\n")
-    print("python: `%s` %s%s, %s CPUs, %d spawns per wall-clock figure (median and minimum)\n" % (
-        python, version, (" (fresh venv of `%s`)" % base) if args.venv else "",
-        os.cpu_count(), args.runs))
-
-    # --- start-up -----------------------------------------------------------
-    cmds = {
-        "python -c pass": [python, "-c", "pass"],
-        "python -I -c pass": [python, "-I", "-c", "pass"],
-        "python -S -c pass": [python, "-S", "-c", "pass"],
-        "python -I -S -c pass": [python, "-I", "-S", "-c", "pass"],
-        "python -c 'import os; os._exit(0)'": [python, "-c", "import os; os._exit(0)"],
-    }
-    start = time_many(cmds, args.runs, env, cwd)
-    loaded = startup_modules(python, [], env, cwd)
-    loaded_S = startup_modules(python, ["-S"], env, cwd)
-    print("### Start-up\n")
-    print("| command | wall ms, median | wall min | CPU ms | modules loaded |")
-    print("|---|---:|---:|---:|---:|")
-    for name, (med, low, cpu) in start.items():
-        flags = [f for f in name.split()[1:] if f in ("-I", "-S")]
-        print("| `%s` | %.2f | %.2f | %.2f | %d |" % (
-            name, med, low, cpu, len(startup_modules(python, flags, env, cwd))))
-    print("\nLoaded right after a normal start (free to import): `%s`\n" % " ".join(
-        sorted(m for m in loaded if not m.startswith("_") and m != "__main__")))
-    extra = sorted(loaded - loaded_S - {"__main__"})
-    print("Of those, loaded by `site` (absent with -S): `%s`\n" % " ".join(extra))
-
-    # --- per-module import cost ------------------------------------------------
-    cmds = {m: [python, "-c", "import %s" % m] for m in modules}
-    cmds["(pass)"] = [python, "-c", "pass"]
-    walls = time_many(cmds, args.runs, env, cwd)
-    print("### Import cost of one module, after a normal start\n")
-    print("`importtime`: summed cumulative µs of the statement's top-level imports "
-          "(`-X importtime`, median of 7); `wall +ms`, `CPU +ms`: `python -c \"import X\"` "
-          "minus `python -c pass` (%.2f ms wall median, %.2f ms wall min, %.2f ms CPU in "
-          "this run); `new`: modules it adds.\n" % walls["(pass)"])
-    print("| module | loaded at start-up | importtime µs | wall +ms median | wall min | CPU +ms | new modules |")
-    print("|---|:---:|---:|---:|---:|---:|---:|")
-    for m in modules:
-        free = m in loaded
-        us, count = import_cost_us(python, m, env, cwd)
-        print("| `%s` | %s | %d | %+.2f | %+.2f | %+.2f | %d |" % (
-            m, "yes (free)" if free else "no", us,
-            *(walls[m][i] - walls["(pass)"][i] for i in range(3)), count))
-
-    # --- the gateway's own CGI-path modules, from the working tree -------------
-    genv = dict(env, PYTHONPATH=REPO)
-    gmods = ["gateway", "gateway.handlers", "gateway.__main__", "gateway.apploader",
-             "gateway.types"]
-    avail = [m for m in gmods
-             if run([python, "-c", "import %s" % m], genv, cwd).returncode == 0]
-    if avail:
-        cmds = {m: [python, "-c", "import %s" % m] for m in avail}
-        cmds["(pass)"] = [python, "-c", "pass"]
-        gw = time_many(cmds, args.runs, genv, cwd)
-        print("\n### The gateway's modules (working tree, PYTHONPATH=%s)\n" % REPO)
-        print("| module | importtime µs | wall +ms median | wall min | CPU +ms | new modules |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for m in avail:
-            us, count = import_cost_us(python, m, genv, cwd)
-            print("| `%s` | %d | %+.2f | %+.2f | %+.2f | %d |" % (
-                m, us, *(gw[m][i] - gw["(pass)"][i] for i in range(3)), count))
-        rows = importtime_after_mark(python, "import gateway.handlers", genv, cwd)
-        print("\n`import gateway.handlers` loads: %s\n" % ", ".join(
-            "%s %d µs" % (n, selfus) for selfus, _, _, n in rows))
-
-    # --- python -m vs file, console-script wrapper -----------------------------
-    pkg = os.path.join(tmp, "lib", "demo")
-    os.makedirs(pkg)
-    with open(os.path.join(pkg, "__init__.py"), "w") as f:
-        f.write("")
-    with open(os.path.join(pkg, "__main__.py"), "w") as f:
+    # An empty package whose main() returns at once, run three ways.
+    package = os.path.join(cwd, 'lib', 'demo')
+    os.makedirs(package)
+    open(os.path.join(package, '__init__.py'), 'w').close()
+    with open(os.path.join(package, '__main__.py'), 'w') as f:
         f.write("def main():\n    return 0\n\nif __name__ == '__main__':\n    main()\n")
-    plain = os.path.join(tmp, "plain.py")
-    with open(plain, "w") as f:
-        f.write("#!%s\nimport sys\nfrom demo.__main__ import main\n"
-                "if __name__ == '__main__':\n    sys.exit(main())\n" % python)
-    wrapper = os.path.join(tmp, "demo-script")
-    with open(wrapper, "w") as f:
-        f.write("#!%s\n# -*- coding: utf-8 -*-\nimport re\nimport sys\n"
-                "from demo.__main__ import main\nif __name__ == '__main__':\n"
-                "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
-                "    sys.exit(main())\n" % python)
-    for path in (plain, wrapper):
-        os.chmod(path, 0o755)
-    penv = dict(env, PYTHONPATH=os.path.join(tmp, "lib"))
-    run([python, "-m", "compileall", "-q", os.path.join(tmp, "lib")], penv, cwd)
-    cmds = {
-        "python -c pass": [python, "-c", "pass"],
-        "python plain.py (from demo.__main__ import main; main())": [python, plain],
-        "python -m demo": [python, "-m", "demo"],
-        "./demo-script (pip console-script wrapper)": [wrapper],
-    }
-    w = time_many(cmds, args.runs, penv, cwd)
-    print("\n### Entry points (an empty package `demo` with a `main()`)\n")
-    print("| command | wall ms, median | wall min | CPU ms | CPU over `-c pass` |")
-    print("|---|---:|---:|---:|---:|")
-    b = w["python -c pass"]
-    for name, (med, low, cpu) in w.items():
-        print("| `%s` | %.2f | %.2f | %.2f | %+.2f |" % (name, med, low, cpu, cpu - b[2]))
-    seen = {n for _, _, _, n in importtime_profile(python, ["-c", "pass"], penv, cwd)[1]}
-    seen |= loaded | {"demo", "demo.__main__"}
-    rows_m = importtime_profile(python, ["-m", "demo"], penv, cwd)[1]
-    rows_w = importtime_profile(python, [wrapper], penv, cwd)[1]
-    new_m = sorted({n for _, _, _, n in rows_m} - seen)
-    new_w = sorted({n for _, _, _, n in rows_w} - seen)
-    print("\n`python -m` additionally imports: `%s`  " % (" ".join(new_m) or "nothing"))
-    print("the console-script wrapper additionally imports: `%s`\n" % (" ".join(new_w) or "nothing"))
-
-    # --- one CGI request ---------------------------------------------------------
-    scripts = {
-        "S: wsgiref.handlers.CGIHandler": "from wsgiref.handlers import CGIHandler\n"
-                                           "from hello import app\nCGIHandler().run(app)\n",
-        "G: gateway.handlers.CGIHandler": "from gateway.handlers import CGIHandler\n"
-                                           "from hello import app\nCGIHandler().run(app)\n",
-        "E: gateway console script (pip wrapper)": None,
-        "E0: gateway entry point, wrapper without re": "import sys\n"
-            "from gateway.__main__ import main\nsys.exit(main())\n",
-        "M: python -m gateway (runpy)": "import runpy\n"
-            "runpy.run_module('gateway', run_name='__main__', alter_sys=True)\n",
-        "X: G, then atexit handlers, flush, os._exit(0) (no teardown)":
-            "import atexit, os, sys\nfrom gateway.handlers import CGIHandler\n"
-            "from hello import app\nCGIHandler().run(app)\natexit._run_exitfuncs()\n"
-            "sys.stdout.flush()\nsys.stderr.flush()\nos._exit(0)\n",
-        "F: floor (fixed response)": "import sys\nsys.stdout.write('Content-Type: text/plain"
-                                     "\\r\\nContent-Length: 14\\r\\n\\r\\nHello, world!\\n')\n",
-    }
-    cenv = dict(env, PYTHONPATH=os.pathsep.join([APP_DIR, REPO]), GATEWAY_APP="hello:app",
-                **CGI_ENV)
-    cmds = {"python -c pass": [python, "-c", "pass"]}
-    paths = {}
-    for name, code in scripts.items():
-        path = os.path.join(tmp, "cgi-%s" % name.split(":")[0])
-        with open(path, "w") as f:
-            if code is None:
-                f.write("#!%s\n# -*- coding: utf-8 -*-\nimport re\nimport sys\n"
-                        "from gateway.__main__ import main\nif __name__ == '__main__':\n"
-                        "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
-                        "    sys.exit(main())\n" % python)
-            else:
-                f.write("#!%s\n%s" % (python, code))
-        os.chmod(path, 0o755)
-        r = run([path], cenv, cwd)
-        if r.returncode != 0 or not r.stdout.rstrip().endswith("Hello, world!"):
-            print("\n%s: unavailable: %s\n" % (name, (r.stderr.strip().splitlines() or ["?"])[-1]))
-            continue
-        paths[name] = path
-        cmds[name] = [path]
-    w = time_many(cmds, args.runs, cenv, cwd)
-    print("### One CGI request, run directly (no web server)\n")
-    print("| script | wall ms, median | wall min | CPU ms | CPU over `-c pass` |")
-    print("|---|---:|---:|---:|---:|")
-    b = w["python -c pass"]
-    for name, (med, low, cpu) in w.items():
-        print("| %s | %.2f | %.2f | %.2f | %+.2f |" % (name, med, low, cpu, cpu - b[2]))
-    for name, path in paths.items():
-        if name.startswith(("F", "X")):
-            continue
-        _, rows = importtime_profile(python, [path], cenv, cwd)
-        top = [(cum, n) for _, cum, depth, n in rows if depth == 0 and n not in seen]
-        total = sum(c for c, _ in top)
-        print("\n%s — imports beyond start-up, top level (-X importtime, µs, one run): "
-              "total %d µs\n" % (name, total))
-        print("  " + ", ".join("%s %d" % (n, c) for c, n in sorted(top, reverse=True)))
+    plain = h.write_script(os.path.join(cwd, 'plain.py'), python, 'import sys\nfrom '
+                           'demo.__main__ import main\nsys.exit(main())\n')
+    wrapper = h.write_script(os.path.join(cwd, 'demo'), python,
+                             PIP_WRAPPER.format(module='demo.__main__'))
+    demo_env = dict(env, PYTHONPATH=os.path.join(cwd, 'lib'))
+    subprocess.run([python, '-m', 'compileall', '-q', package], env=demo_env, timeout=60)
+    entry = {'`python -c pass`': [python, '-c', 'pass'],
+             '`python plain.py` (from demo.__main__ import main)': [python, plain],
+             '`python -m demo`': [python, '-m', 'demo'],
+             '`./demo`, pip\'s console-script wrapper': [wrapper]}
+    results['entry_points'] = found = timed(entry, args.runs, demo_env, cwd)
+    print_timings('Entry points (an empty package `demo` with a `main()`)', 'command', found,
+                  found['`python -c pass`'])
+    seen = free | {'demo', 'demo.__main__'}
     print()
+    for what, argv in (('`python -m`', ['-m', 'demo']), ('the wrapper', [wrapper])):
+        print('%s imports beyond start-up: `%s`  ' % (what, ' '.join(sorted(
+            {n for *_, n in importtime(python, argv, demo_env, cwd)} - seen)) or 'nothing'))
+
+    cgi_env = dict(env, **h.CGI_ENV, **CGI_REQUEST)
+    scripts = dict({k: (h.CGI_WHAT[k], text) for k, text in h.CGI_SCRIPTS.items()}, **MORE_SCRIPTS)
+    commands = {'`python -c pass`': [python, '-c', 'pass']}
+    for key, (what, text) in scripts.items():
+        path = h.write_script(os.path.join(cwd, 'cgi-' + key), python, text)
+        done = subprocess.run([path], env=cgi_env, cwd=cwd, capture_output=True, text=True,
+                              timeout=60)
+        if done.returncode or not done.stdout.endswith('Hello, world!\n'):
+            print('\n%s: does not answer: %s' % (key, (done.stderr.strip().splitlines()
+                                                        or ['?'])[-1]))
+            continue
+        commands['%s: %s' % (key, what)] = [path]
+    results['cgi_request'] = found = timed(commands, args.runs, cgi_env, cwd)
+    print_timings('One CGI request, run directly (no web server)', 'script', found,
+                  found['`python -c pass`'])
+    for name, argv in commands.items():
+        if name[0] in 'SGEM':
+            top = sorted(((c, n) for _, c, d, n in importtime(python, argv, cgi_env, cwd)
+                          if d == 0 and n not in seen), reverse=True)
+            print('\n%s imports beyond start-up (µs, top level, one run): total %d: %s'
+                  % (name.split(':')[0], sum(c for c, _ in top),
+                     ', '.join('%s %d' % (n, c) for c, n in top)))
+    print()
+    h.write_results('import_cost', {'settings': {'python': python, 'venv': args.venv,
+                                                 'runs': args.runs}, **results})
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == '__main__':
+    h.run(main)

@@ -8,7 +8,7 @@ import pytest
 
 from support.helpers import REPO, TESTS, unavailable
 from support.front_contract import ERROR_BODY, FrontContract, environ_of
-from webservers import Apache, repo_file
+from support.webservers import Apache, repo_file
 
 
 def gateway_program():

@@ -289,7 +289,7 @@ def nginx(fastcgi, tmp_path_factory):
     if not shutil.which('nginx'):
         unavailable('nginx is not installed (scripts/test installs it)')
     from test_nginx_fastcgi import nginx_site
-    from webservers import Nginx
+    from support.webservers import Nginx
     host, port = fastcgi.address()
     server = Nginx(tmp_path_factory.mktemp('nginx')).start(nginx_site(f'{host}:{port}', True))
     yield server

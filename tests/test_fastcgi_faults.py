@@ -23,7 +23,7 @@ import pytest
 from apps.faultapps import SLOW_BODY_SIZE
 from support.helpers import in_background, unavailable
 from support.fcgi_client import pid_alive
-from webservers import FastCGIBehindNginx, wait_until
+from support.webservers import FastCGIBehindNginx, wait_until
 
 APP = 'apps.faultapps:router'
 

@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from support.helpers import unavailable
-from webservers import FastCGIBehindNginx
+from support.webservers import FastCGIBehindNginx
 
 APP = 'apps.faultapps:router'
 TIMEOUT = '1'

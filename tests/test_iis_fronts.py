@@ -26,7 +26,7 @@ from support.helpers import TESTS
 from containers.conftest import base_image, docker_client, gateway_image  # noqa: F401 (fixtures)
 from support.front_contract import ERROR_BODY, FrontContract, environ_of
 from iis_fronts import webconfig
-from webservers import http_request, wait_until
+from support.webservers import http_request, wait_until
 
 pytestmark = pytest.mark.container
 

@@ -12,7 +12,7 @@ import pytest
 
 from support.helpers import REPO, TESTS, unavailable
 from support.front_contract import FrontContract, environ_of
-from webservers import Nginx, free_port, repo_file, wait_until
+from support.webservers import Nginx, free_port, repo_file, wait_until
 
 
 class FastCGIServer:
@@ -107,7 +107,7 @@ def test_the_application_cannot_steer_nginx_with_x_accel_headers(tmp_path):
     # location instead of the application's response.
     if not shutil.which('nginx'):
         unavailable('nginx is not installed (scripts/test installs it)')
-    from webservers import FastCGIBehindNginx
+    from support.webservers import FastCGIBehindNginx
     internal = 'location /internal-only { internal; return 200 "an internal location\\n"; }'
     with FastCGIBehindNginx(tmp_path, ['apps.fcgiapps:accel_redirect', '--workers', '1'],
                             extra=internal) as front:

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from support.helpers import unavailable
-from webservers import http_request
+from support.webservers import http_request
 
 # Ryuk, testcontainers' reaper, is pulled from a registry: the fixtures below
 # remove their containers themselves instead.

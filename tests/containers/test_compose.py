@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 
 from support.helpers import unavailable
-from webservers import free_port, http_request
+from support.webservers import free_port, http_request
 
 from .conftest import (
     REPO, SOCKET, SOCKET_DIR, assert_least_privilege, own_app_directory, processes_of, unique_name,

@@ -1,4 +1,5 @@
-"""Real Apache and nginx instances on loopback, for the tests that need them.
+"""Real Apache and nginx instances on loopback, for the tests and the
+benchmarks (bench/harness.py) that need them.
 
 Each instance gets a private configuration, pid file and logs in a temporary
 directory and listens on a free 127.0.0.1 port. Apache started by root
@@ -12,7 +13,7 @@ import shutil
 import socket
 import subprocess
 
-from conftest import REPO, wait_until  # noqa: F401 (re-exported for front tests)
+from support.helpers import REPO, wait_until  # noqa: F401 (re-exported for front tests)
 
 APACHE_MODULES = '/usr/lib/apache2/modules'
 
@@ -183,12 +184,12 @@ def fastcgi_site(upstream, keep_conn=True, keepalive=8, extra=''):
 
 class FastCGIBehindNginx:
     """``gateway fastcgi ARGS`` on a loopback port with a real nginx in
-    front: ``server`` (fcgi_client.ServerProcess: its log, its workers),
+    front: ``server`` (support.fcgi_client.ServerProcess: its log, its workers),
     ``nginx`` (Nginx) and ``request()`` through nginx. A context manager
     that stops both."""
 
     def __init__(self, directory, args, keep_conn=True, keepalive=8, extra='', env=None):
-        from fcgi_client import ServerProcess, server_env
+        from support.fcgi_client import ServerProcess, server_env
         self.server = ServerProcess(['--bind', '127.0.0.1:0', *args],
                                     env=server_env(**(env or {})))
         self.nginx = None

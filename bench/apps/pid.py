@@ -1,9 +1,9 @@
-"""A hello-world application that names the worker answering, and notes
-when each worker served its first request: ``bench/faults_bench.py``
-measures how soon a replacement worker serves from that.
+"""Names the worker that answers, and notes when each worker served its
+first request: the faults benchmark measures from that how soon a
+replacement serves.
 
 The note is a file ``first-PID`` in $GATEWAY_BENCH_MARKERS holding the
-``time.monotonic()`` of the first request (the same clock in every process).
+``time.monotonic()`` of the first request (one clock for every process).
 """
 
 import os

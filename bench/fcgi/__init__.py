@@ -1,1 +1,0 @@
-"""The hello-world app and the launchers the FastCGI benchmark starts."""
