@@ -106,6 +106,29 @@ def test_an_abort_noticed_between_blocks_ends_the_response_quietly():
     assert closed and [call[0] for call in channel.calls] == ['write']
 
 
+@pytest.mark.parametrize('streamed', [False, True], ids=['list', 'generator'])
+def test_a_head_answer_is_the_gets_headers_and_no_body(streamed):
+    # As PHP-FPM answers: some web servers pass on what follows the headers
+    # as it comes (HAProxy answered 502 to a body after HEAD). A CGI program
+    # leaves that to its web server (test_handlers_fixes, 2.).
+    def app(environ, start_response):
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        blocks = [b'x' * 5000]
+        return iter(blocks) if streamed else blocks
+    get, head = run(app).sent(), run(app, REQUEST_METHOD='HEAD').sent()
+    length = b'' if streamed else b'Content-Length: 5000\r\n'
+    assert get == b'Status: 200 OK\r\nContent-Type: text/plain\r\n%s\r\n%s' % (length, b'x' * 5000)
+    assert head == get.partition(b'\r\n\r\n')[0] + b'\r\n\r\n'
+
+
+@pytest.mark.parametrize('status', ['204 No Content', '304 Not Modified'])
+def test_no_body_after_204_or_304(status):
+    def app(environ, start_response):
+        start_response(status, [])
+        return [b'ignored']
+    assert run(app).sent() == b'Status: %s\r\n\r\n' % status.encode()
+
+
 def test_an_error_after_the_headers_gives_up_the_response():
     channel = run(wsgi_apps.error_after_body)
     kinds = [call[0] for call in channel.calls]

@@ -100,6 +100,10 @@ class BaseHandler:
     wsgi_run_once = False
 
     origin_server = True        # talking HTTP to the client, not CGI to a web server
+    # Whether nothing may follow the headers of a HEAD, 1xx, 204 or 304
+    # answer. None: where this handler speaks HTTP (origin_server); a CGI
+    # program may leave the body to its web server, which strips it.
+    omits_forbidden_body = None
     http_version = "1.0"        # of the status line an origin server sends
     server_software = None      # SERVER_SOFTWARE and the Server field, for an origin server
     chunked_encoding = False    # may an origin server chunk a body of unknown length
@@ -123,7 +127,7 @@ class BaseHandler:
     headers_sent = False
     bytes_sent = 0              # body bytes the application has given so far
     content_length = None       # what the Content-Length field promises, as an int
-    body_allowed = True         # false for a HEAD, 1xx, 204 or 304 answer of an origin server
+    body_allowed = True         # false for a HEAD, 1xx, 204 or 304 answer (omits_forbidden_body)
     chunked = False             # the body goes out in chunks
     body_written = 0            # body bytes handed to _write()
     _checked_fields = None      # a copy of the list start_response() checked
@@ -312,9 +316,10 @@ class BaseHandler:
             self.chunked = self.body_allowed
 
     def _frame_body(self):
-        if self.origin_server:
+        omits = self.omits_forbidden_body
+        if self.origin_server if omits is None else omits:
             # RFC 9110, 9.3.2 and 6.4.1: nothing follows the headers of a
-            # HEAD, 1xx, 204 or 304 answer; the web server knows that for CGI.
+            # HEAD, 1xx, 204 or 304 answer; a CGI web server knows that.
             self.body_allowed = (self.environ.get('REQUEST_METHOD', '').upper() != 'HEAD'
                                  and not _carries_no_content(self.status))
 

@@ -165,6 +165,11 @@ class FastCGIHandler(BaseCGIHandler):
 
     os_environ = {}   # the request's PARAMS alone, as for CGIHandler
     require_cgi_environ = True
+    # A HEAD answer is the GET's headers, Content-Length included, and
+    # nothing more, as PHP-FPM sends it: some web servers pass on what
+    # follows the headers as it comes (HAProxy answers 502 to a body after
+    # HEAD), where CGI's always strip it.
+    omits_forbidden_body = True
 
     def __init__(self, channel, params, errors, multithread, multiprocess):
         BaseCGIHandler.__init__(self, RequestInput(channel), None, errors, params,
