@@ -6,7 +6,7 @@ import os
 import sys
 
 __all__ = ['AppLoadError', 'load_app', 'load_application', 'describe_load_error',
-           'with_iis_path_info', 'env_flag', 'writable_directory']
+           'with_iis_path_info', 'with_mount_point', 'env_flag', 'writable_directory']
 
 
 class AppLoadError(Exception):
@@ -98,13 +98,36 @@ def load_app(spec, directory=None, unless_writable=False):
                        + " or ".join(repr(name) for name in candidates))
 
 
-def load_application(spec, application=None, *, unless_writable=False, iis=False):
+def load_application(spec, application=None, *, unless_writable=False, iis=False,
+                     script_name=None):
     """The WSGI callable: *application* if given (the flup-style API), else
-    ``load_app(spec)``; with *iis*, seeing the PATH_INFO IIS meant
-    (``with_iis_path_info``). AppLoadError, or whatever importing raised."""
+    ``load_app(spec)``; with *script_name* (a mount point, as
+    ``--script-name`` gives it), mounted there (``with_mount_point``); with
+    *iis*, seeing the PATH_INFO IIS meant first (``with_iis_path_info``).
+    AppLoadError, or whatever importing raised; ValueError for a
+    *script_name* that is no URL path."""
     app = application if application is not None else load_app(
         spec, unless_writable=unless_writable)
+    if script_name is not None:
+        app = with_mount_point(app, script_name)
     return with_iis_path_info(app) if iis else app
+
+
+def with_mount_point(app, script_name):
+    """*app*, mounted at the URL path *script_name* whatever the web server
+    split (``mounted_path``): SCRIPT_NAME is the mount point, PATH_INFO the
+    rest; a request outside it is answered 404 and never reaches *app*."""
+    from .handlers import mounted_path, not_mounted, script_name_prefix
+    prefix = script_name_prefix(script_name)
+
+    def application(environ, start_response):
+        split = mounted_path(environ, prefix)
+        if split is None:
+            return not_mounted(environ, start_response)
+        environ['SCRIPT_NAME'], environ['PATH_INFO'] = split
+        return app(environ, start_response)
+    application.__wrapped__ = app
+    return application
 
 
 def with_iis_path_info(app):

@@ -13,7 +13,8 @@ import os
 import sys
 
 USAGE = """\
-usage: gateway cgi [--iis] [--chdir DIR] [--log-file FILE] [MODULE:CALLABLE]
+usage: gateway cgi [--iis] [--script-name PREFIX] [--chdir DIR] [--log-file FILE]
+                   [MODULE:CALLABLE]
        gateway fastcgi MODULE:CALLABLE [options]   (see: gateway fastcgi --help)
        python -m gateway ...
 
@@ -30,6 +31,12 @@ Serve a WSGI application behind a web server.
             the fastcgi command refuses to start inside a CGI request.
               --iis        use IISCGIHandler, which undoes IIS's PATH_INFO
                            (also GATEWAY_IIS=1)
+              --script-name PREFIX
+                           the application is mounted at the URL path PREFIX,
+                           whatever the web server put in SCRIPT_NAME and
+                           PATH_INFO (also GATEWAY_SCRIPT_NAME): a request
+                           under PREFIX gets SCRIPT_NAME=PREFIX and the rest
+                           as PATH_INFO, any other path a 404
               --chdir DIR  import the application from DIR (also GATEWAY_CHDIR)
               --log-file FILE
                            append wsgi.errors and the gateway's messages to FILE
@@ -73,15 +80,15 @@ def in_a_cgi_request(environ):
 
 
 def parse_cgi_args(args, environ):
-    """Return (app_spec, iis, directory, log_file) from the command line and
-    environment."""
+    """Return (app_spec, iis, directory, log_file, script_name) from the
+    command line and environment."""
     spec = environ.get('GATEWAY_APP')
     from .apploader import env_flag
     iis = env_flag('GATEWAY_IIS', environ)
-    directory = environ.get('GATEWAY_CHDIR') or None
-    log_file = environ.get('GATEWAY_LOG') or None
     args = list(args)
-    values = {'--chdir': directory, '--log-file': log_file}
+    values = {'--chdir': environ.get('GATEWAY_CHDIR') or None,
+              '--log-file': environ.get('GATEWAY_LOG') or None,
+              '--script-name': environ.get('GATEWAY_SCRIPT_NAME') or None}
     while args:
         arg = args.pop(0)
         option = arg.split('=', 1)[0]
@@ -100,8 +107,14 @@ def parse_cgi_args(args, environ):
             raise SystemExit(f"gateway cgi: unexpected argument {args[0]!r}\n\n{USAGE}")
         else:
             spec = arg
-    directory, log_file = values['--chdir'], values['--log-file']
-    return spec, iis, directory, log_file
+    script_name = values['--script-name']
+    if script_name is not None:
+        from .handlers import script_name_prefix
+        try:
+            script_name_prefix(script_name)
+        except ValueError as error:
+            raise SystemExit(f"gateway cgi: --script-name: {error}") from None
+    return spec, iis, values['--chdir'], values['--log-file'], script_name
 
 
 def _log_stream(log_file, iis):
@@ -122,8 +135,9 @@ def _log_stream(log_file, iis):
     return sys.stderr
 
 
-def run_cgi(spec, iis=False, directory=None, log_file=None):
-    """Answer the CGI request in this process's environment with the app *spec*."""
+def run_cgi(spec, iis=False, directory=None, log_file=None, script_name=None):
+    """Answer the CGI request in this process's environment with the app
+    *spec*, mounted at *script_name* if given."""
     from .handlers import CGIHandler, IISCGIHandler
 
     handler = IISCGIHandler() if iis else CGIHandler()
@@ -143,7 +157,7 @@ def run_cgi(spec, iis=False, directory=None, log_file=None):
     try:
         if directory:
             os.chdir(directory)
-        app = load_application(spec)
+        app = load_application(spec, script_name=script_name)
     except (AppLoadError, OSError) as error:
         log.write(f"gateway: {describe_load_error(spec, error)}\n")
         log.flush()
@@ -274,14 +288,31 @@ def _octal_mode(text):
     return mode
 
 
-def _bind(text):
-    import argparse
-    from .fastcgi.listeners import BindSyntaxError, parse_bind
-    try:
-        parse_bind(text)
-    except BindSyntaxError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
+def _checked_by(check):
+    """An argparse type: the text as it is, once *check(text)* has not raised
+    ValueError (whose message is the error's)."""
+    def parse(text):
+        import argparse
+        try:
+            check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return text
+    return parse
+
+
+def _check_bind(text):
+    from .fastcgi.listeners import parse_bind
+    parse_bind(text)        # BindSyntaxError, a ValueError
+
+
+def _check_mount_point(text):
+    from .handlers import script_name_prefix
+    script_name_prefix(text)
+
+
+_bind = _checked_by(_check_bind)
+_mount_point = _checked_by(_check_mount_point)
 
 
 def _default_workers():
@@ -381,6 +412,14 @@ def build_parser():
         default=env_flag('GATEWAY_IIS'),
         help="undo IIS's PATH_INFO, which repeats SCRIPT_NAME when allowPathInfo is off, as "
              'IISCGIHandler does (default: off; $GATEWAY_IIS=1 turns it on)')
+    add('--script-name', type=_mount_point, default=os.environ.get('GATEWAY_SCRIPT_NAME') or None,
+        metavar='PREFIX',
+        help='the application is mounted at the URL path PREFIX, for web servers that do not '
+             'split the path there (h2o, Caddy without split, HAProxy without path-info, an IIS '
+             'wildcard mapping): a request under PREFIX gets SCRIPT_NAME=PREFIX and the rest as '
+             'PATH_INFO, whatever the web server sent; any other path is answered 404 without '
+             'calling the application. PREFIX is a decoded path ("/my app"), "/" the root '
+             '(default: $GATEWAY_SCRIPT_NAME, else as the web server splits)')
     add('--log-file', default=os.environ.get('GATEWAY_LOG') or None, metavar='FILE',
         help="append the server's log and wsgi.errors to FILE instead of stderr (default: "
              '$GATEWAY_LOG, else stderr; under IIS, which keeps no stderr, give one)')
@@ -474,7 +513,8 @@ def fastcgi_main(argv=None):
         max_params_size=args.max_params_size, max_pending_params=args.max_pending_params,
         fcgi_stderr=args.fcgi_stderr,
         web_server_addrs=args.web_server_addrs, unix_mode=args.unix_mode,
-        unix_group=args.unix_group, chdir=args.chdir, log_level=args.log_level, iis=args.iis)
+        unix_group=args.unix_group, chdir=args.chdir, log_level=args.log_level, iis=args.iis,
+        script_name=args.script_name)
     if config.workers and config.binds and not hasattr(os, 'fork'):
         return _fail(2, 'this system cannot fork workers: use --workers 0, or run under IIS '
                         '(no --bind: the connection on stdin)')

@@ -92,8 +92,8 @@ def test_cgi_command_selects_iis_cgi_handler():
     rest = webconfig.gateway_args(webconfig.cgi_command(cgi_handler()['scriptProcessor']))
     assert rest[0] == 'cgi'
     # IIS passes no per-mapping environment to a CGI program: all on the command line.
-    spec, iis, directory, log_file = parse_cgi_args(rest[1:], {})
-    assert iis is True
+    spec, iis, directory, log_file, script_name = parse_cgi_args(rest[1:], {})
+    assert iis is True and script_name is None
     assert spec == 'myproject.wsgi:application'
     assert directory == 'C:\\inetpub\\gateway\\app'
 

@@ -51,6 +51,9 @@ class Config:
         self.unix_group = None          # group name or id for unix sockets
         self.chdir = None
         self.iis = False                # undo IIS's PATH_INFO (allowPathInfo off), as IISCGIHandler
+        # The URL path the application is mounted at, where the web server
+        # does not split there (--script-name); None: as the server splits.
+        self.script_name = None
         self.log_level = 'info'
         for name, value in settings.items():
             if not hasattr(self, name):
@@ -68,4 +71,4 @@ class Config:
         # server was merely started in is not imported from when this user
         # can write it.
         return load_application(self.app, self.application, unless_writable=not self.chdir,
-                                iis=self.iis)
+                                iis=self.iis, script_name=self.script_name)

@@ -18,11 +18,13 @@ __all__ = ['BaseHandler', 'SimpleHandler', 'BaseCGIHandler', 'CGIHandler', 'IISC
            'read_environ']
 
 # Also here for the FastCGI adaptor, the application loader and the cgi
-# command: transcode_environ, iis_path_info, cgi_environ_error, CGIEnvironmentError.
+# command: transcode_environ, iis_path_info, script_name_prefix, mounted_path,
+# not_mounted, cgi_environ_error, CGIEnvironmentError.
 
 
 # -- the CGI environment ----------------------------------------------------------
 # PEP 3333 transcoding of os.environ, the IIS SCRIPT_NAME/PATH_INFO fix-up,
+# the split at a mount point the web server did not make (--script-name),
 # the variables a request must have, and the request variables that must
 # never reach the application or the process environment (httpoxy).
 
@@ -117,6 +119,49 @@ def iis_path_info(environ):
     if full_path == prefix or full_path.startswith(prefix + '/'):
         return full_path[len(prefix):]
     return full_path
+
+
+def script_name_prefix(text):
+    """The mount point *text* names (``--script-name``, GATEWAY_SCRIPT_NAME),
+    as ``mounted_path`` compares it with a request's path: a decoded URL
+    path, never percent-encoded ("/my app", not "/my%20app"), held as PEP
+    3333 holds PATH_INFO (its bytes, in this system's encoding, as
+    latin-1), without trailing slashes ("/app/" is "/app"; "/" is the
+    root, ''). ValueError unless it starts with "/"."""
+    if not text.startswith('/'):
+        raise ValueError(f"the mount point must be a URL path starting with '/': {text!r}")
+    return os.fsencode(text).decode('iso-8859-1').rstrip('/')
+
+
+def mounted_path(environ, prefix):
+    """(SCRIPT_NAME, PATH_INFO) of a request to an application mounted at
+    *prefix* (a ``script_name_prefix``), or None when its path lies outside.
+
+    Some web servers do not split the path at the mount point: h2o and
+    Caddy without ``split`` send SCRIPT_NAME empty and the whole path in
+    PATH_INFO, HAProxy without ``path-info`` the whole path as SCRIPT_NAME,
+    IIS's wildcard mapping the whole path in both (``iis_path_info`` undoes
+    that first). So the two are joined again, which gives the decoded path
+    whichever way a server split it (one that split at *prefix* already
+    keeps its split), and split at *prefix*: *prefix* itself gives
+    PATH_INFO '', *prefix*/x gives /x; *prefix*x is outside, as is
+    everything when no server path starts with it.
+    """
+    path = environ.get('SCRIPT_NAME', '') + environ.get('PATH_INFO', '')
+    if path == prefix or path.startswith(prefix + '/') or not prefix:
+        return prefix, path[len(prefix):]
+    return None
+
+
+NOT_MOUNTED_BODY = b'Not Found\n'
+
+
+def not_mounted(environ, start_response):
+    """The answer to a request outside the mount point: 404, and no
+    application called."""
+    start_response('404 Not Found', [('Content-Type', 'text/plain'),
+                                     ('Content-Length', str(len(NOT_MOUNTED_BODY)))])
+    return [NOT_MOUNTED_BODY]
 
 
 class CGIEnvironmentError(ValueError):
