@@ -17,12 +17,11 @@ variables otherwise.
 
 import json
 import os
-import threading
 from contextlib import contextmanager
 
 import pytest
 
-from support.helpers import TESTS
+from support.helpers import TESTS, all_at_once
 from containers.conftest import base_image, docker_client, gateway_image  # noqa: F401 (fixtures)
 from support.front_contract import ERROR_BODY, FrontContract, environ_of
 from iis_fronts import webconfig
@@ -116,6 +115,17 @@ def running_front(image, settings):
         container.stop()
 
 
+def wildcard(settings, application='/wild'):
+    """*settings* for an IIS application at *application* whose handler is a
+    wildcard mapping (path="*"): IIS sends the whole path as SCRIPT_NAME and
+    as PATH_INFO, so the gateway's command says where the application is
+    mounted (iis/README.md)."""
+    command = list(settings['command'])
+    where = command.index('gateway') + 2        # after "-m gateway cgi" or "fastcgi"
+    command[where:where] = ['--script-name', application]
+    return {**settings, 'scripts': [], 'applications': [application], 'command': command}
+
+
 @pytest.fixture(scope='module')
 def cgi_front(gateway_image):  # noqa: F811
     with running_front(gateway_image('base'), cgi_settings()) as front:
@@ -125,6 +135,18 @@ def cgi_front(gateway_image):  # noqa: F811
 @pytest.fixture(scope='module')
 def fastcgi_front(gateway_image):  # noqa: F811
     with running_front(gateway_image('base'), fastcgi_settings()) as front:
+        yield front
+
+
+@pytest.fixture(scope='module')
+def cgi_wildcard_front(gateway_image):  # noqa: F811
+    with running_front(gateway_image('base'), wildcard(cgi_settings())) as front:
+        yield front
+
+
+@pytest.fixture(scope='module')
+def fastcgi_wildcard_front(gateway_image):  # noqa: F811
+    with running_front(gateway_image('base'), wildcard(fastcgi_settings())) as front:
         yield front
 
 
@@ -170,14 +192,19 @@ class IISContract(FrontContract):
         status, _, body = front.request('GET', '/app.wsgi')
         assert status == 200 and b'href="/app.wsgi/env"' in body
 
-    @pytest.mark.xfail(strict=True, reason=(
-        'gateway: a wildcard mapping (path="*") in an IIS application sends the whole path '
-        'as SCRIPT_NAME and PATH_INFO (PTVS issue 1029); the IIS mode then leaves '
-        'SCRIPT_NAME=/wild/env/x, PATH_INFO="" and has no setting for the mount point '
-        '(APPL_MD_PATH minus INSTANCE_META_PATH/ROOT gives /wild)'))
-    def test_wildcard_mapping_in_an_iis_application(self, front):
-        env = environ_of(front, '/wild/env/x')
-        assert (env['SCRIPT_NAME'], env['PATH_INFO']) == ('/wild', '/env/x')
+    @pytest.mark.parametrize('path, path_info', [
+        ('/wild/env/x', '/env/x'), ('/wild/env', '/env'), ('/wild/env/', '/env/')])
+    def test_wildcard_mapping_in_an_iis_application(self, wildcard_front, path, path_info):
+        # A wildcard mapping (path="*") sends the whole path as SCRIPT_NAME
+        # and PATH_INFO (PTVS issue 1029): --iis leaves SCRIPT_NAME=/wild/env/x
+        # and PATH_INFO="", --script-name /wild then splits at the mount point.
+        env = environ_of(wildcard_front, path)
+        assert (env['SCRIPT_NAME'], env['PATH_INFO']) == ('/wild', path_info)
+        assert env['URL'] == path
+
+    def test_wildcard_mapping_root_and_links(self, wildcard_front):
+        status, _, body = wildcard_front.request('GET', '/wild')
+        assert status == 200 and b'href="/wild/env"' in body
 
     def test_content_headers_are_only_cgi_variables(self, front):
         # IIS passes every request header as HTTP_*, Content-Type and
@@ -199,6 +226,10 @@ class TestIISCGI(IISContract):
     def front(self, cgi_front):
         return cgi_front
 
+    @pytest.fixture
+    def wildcard_front(self, cgi_wildcard_front):
+        return cgi_wildcard_front
+
     def test_app_error_is_a_plain_500(self, front):
         # IIS reads a CGI program's stderr as part of its output (KB 150835), so
         # under --iis the traceback goes to --log-file (or nowhere), never stderr.
@@ -216,6 +247,10 @@ class TestIISFastCGI(IISContract):
     @pytest.fixture
     def front(self, fastcgi_front):
         return fastcgi_front
+
+    @pytest.fixture
+    def wildcard_front(self, fastcgi_wildcard_front):
+        return fastcgi_wildcard_front
 
     def test_app_error_is_a_plain_500(self, front):
         # With stderrMode=ReturnGeneric500 a single STDERR record would turn this
@@ -238,15 +273,7 @@ class TestIISFastCGI(IISContract):
         assert len(instances) == 1
 
     def test_concurrent_requests_get_more_processes(self, front):
-        results = []
-
-        def fetch():
-            results.append(front.request('GET', '/app/bytes/1000000'))
-        threads = [threading.Thread(target=fetch) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results = all_at_once(8, front.request, 'GET', '/app/bytes/1000000')
         assert [(status, len(body)) for status, _, body in results] == [(200, 1000000)] * 8
         status = front.status()
         assert 1 <= status['started'] <= 4 and status['exits'] == []

@@ -1,6 +1,7 @@
 """What every test module may need: where things are, waiting for a
-condition, running a call in the background, and unavailable() for a
-dependency that is missing (a skip for a user, a failure under CI=true)."""
+condition, running a call in the background (or several at once), and
+unavailable() for a dependency that is missing (a skip for a user, a failure
+under CI=true)."""
 
 import os
 import threading
@@ -57,3 +58,10 @@ def in_background(function, *args, **kwargs):
             raise outcome['error']
         return outcome['value']
     return result
+
+
+def all_at_once(count, function, *args, timeout=60):
+    """Call *function(*args)* from *count* threads at once; their results,
+    in the order they came (an exception raised by one is raised here)."""
+    results = [in_background(function, *args) for _ in range(count)]
+    return [result(timeout) for result in results]
