@@ -25,6 +25,14 @@ def chunked(body, size=4096):
     return b''.join(parts) + b'0\r\n\r\n'
 
 
+# A header and its twin spelt with "_", which CGI names alike (HTTP_X_REAL_USER),
+# sent in both orders: a front that merged the two would keep the last.
+UNDERSCORE_TWINS = pytest.mark.parametrize('headers', [
+    {'X-Real-User': 'alice', 'X_Real_User': 'mallory'},
+    {'X_Real_User': 'mallory', 'X-Real-User': 'alice'},
+], ids=['dashed-first', 'underscored-first'])
+
+
 class FrontContract:
 
     @pytest.mark.parametrize('path, path_info', [
@@ -80,11 +88,7 @@ class FrontContract:
         env = environ_of(front, '/app/env', Proxy='http://attacker.invalid:3128')
         assert 'HTTP_PROXY' not in env
 
-    # Sent in both orders: a front that merged the two would keep the last.
-    @pytest.mark.parametrize('headers', [
-        {'X-Real-User': 'alice', 'X_Real_User': 'mallory'},
-        {'X_Real_User': 'mallory', 'X-Real-User': 'alice'},
-    ], ids=['dashed-first', 'underscored-first'])
+    @UNDERSCORE_TWINS
     def test_header_with_underscore_is_not_merged(self, front, headers):
         env = environ_of(front, '/app/env', **headers)
         assert env['HTTP_X_REAL_USER'] == 'alice'

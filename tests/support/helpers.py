@@ -62,6 +62,7 @@ def in_background(function, *args, **kwargs):
 
 def all_at_once(count, function, *args, timeout=60):
     """Call *function(*args)* from *count* threads at once; their results,
-    in the order they came (an exception raised by one is raised here)."""
+    in the order the threads were started (an exception raised by one is
+    raised here)."""
     results = [in_background(function, *args) for _ in range(count)]
     return [result(timeout) for result in results]

@@ -1,5 +1,5 @@
-"""Real Apache and nginx instances on loopback, for the tests and the
-benchmarks (bench/harness.py) that need them.
+"""Real Apache, nginx, lighttpd, HAProxy, Caddy and h2o instances on
+loopback, for the tests and the benchmarks (bench/harness.py) that need them.
 
 Each instance gets a private configuration, pid file and logs in a temporary
 directory and listens on a free 127.0.0.1 port. Apache started by root
@@ -162,6 +162,129 @@ http {{
 
 def repo_file(*parts):
     return os.path.join(REPO, *parts)
+
+
+def _text(path):
+    with open(path) as stream:
+        return stream.read()
+
+
+def _config_without(directory, parts, line=None):
+    """The repository's file *parts*, or when *line* is given a copy of it in
+    *directory* without the one line that holds *line* (a setting a test
+    turns off, to see what the web server does without)."""
+    path = repo_file(*parts)
+    if line is None:
+        return path
+    text = _text(path)
+    kept = [each for each in text.splitlines(True) if line not in each]
+    assert len(kept) == len(text.splitlines()) - 1, f'{line!r}: not exactly one such line'
+    path = os.path.join(directory, parts[-1])
+    with open(path, 'w') as stream:
+        stream.write(''.join(kept))
+    return path
+
+
+def _server_env(**variables):
+    return {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), **variables}
+
+
+# The four servers below mount the application at /app with the files of
+# their folder in this repository (lighttpd/, haproxy/, caddy/, h2o/); only
+# where they listen and where the FastCGI server is are the tests' own.
+
+class Lighttpd(Server):
+    """lighttpd/app-fastcgi.conf, included as the image's lighttpd.conf does:
+    lighttpd starts ``GATEWAY_CGI fastcgi`` itself, its socket on fd 0."""
+
+    name = 'lighttpd'
+
+    def start(self, env):
+        config = os.path.join(self.directory, 'lighttpd.conf')
+        with open(config, 'w') as stream:
+            stream.write(f"""\
+var.gateway_config_dir = "{repo_file('lighttpd')}"
+var.gateway_run_dir = "{self.directory}"
+server.modules = ( "mod_magnet", "mod_fastcgi" )
+server.bind = "127.0.0.1"
+server.port = {self.port}
+server.document-root = "{self.directory}"
+server.errorlog = "{self.directory}/error.log"
+server.upload-dirs = ( "{self.directory}" )
+include "{repo_file('lighttpd', 'app-fastcgi.conf')}"
+""")
+        return super().start(['lighttpd', '-D', '-f', config], _server_env(**env))
+
+
+class HAProxy(Server):
+    """haproxy/haproxy.cfg as it is, with *fastcgi* ("HOST:PORT" or a unix
+    socket's path) for GATEWAY_FASTCGI_ADDRESS; *without* names a line of it
+    left out (the path-info one, to see what HAProxy does without)."""
+
+    name = 'haproxy'
+
+    def start(self, fastcgi, without=None):
+        config = _config_without(self.directory, ('haproxy', 'haproxy.cfg'), without)
+        return super().start(['haproxy', '-db', '-f', config], _server_env(
+            GATEWAY_HTTP_ADDRESS=f'127.0.0.1:{self.port}', GATEWAY_FASTCGI_ADDRESS=fastcgi))
+
+
+class Caddy(Server):
+    """caddy/app-fastcgi.caddy imported as caddy/Caddyfile does, with
+    *fastcgi* ("HOST:PORT" or "unix//PATH"); *without* as for HAProxy."""
+
+    name = 'caddy'
+
+    def start(self, fastcgi, without=None):
+        snippet = _config_without(self.directory, ('caddy', 'app-fastcgi.caddy'), without)
+        config = os.path.join(self.directory, 'Caddyfile')
+        with open(config, 'w') as stream:
+            stream.write(f"""\
+{{
+\tadmin off
+\tauto_https off
+}}
+:{self.port} {{
+\tbind 127.0.0.1
+\troute {{
+\t\timport {snippet}
+\t\trespond 404
+\t}}
+}}
+""")
+        return super().start(['caddy', 'run', '--config', config, '--adapter', 'caddyfile'],
+                             _server_env(GATEWAY_FASTCGI_ADDRESS=fastcgi,
+                                         XDG_DATA_HOME=self.directory,
+                                         XDG_CONFIG_HOME=self.directory))
+
+
+class H2O(Server):
+    """h2o/h2o.conf with the changes the image's entrypoint makes (its
+    fastcgi.connect line, *connect*: e.g. "{host: 127.0.0.1, port: 9000,
+    type: tcp}") and those a test's place needs (where it listens, logs and
+    buffers)."""
+
+    name = 'h2o'
+
+    def start(self, connect):
+        lines = []
+        for line in _text(repo_file('h2o', 'h2o.conf')).splitlines():
+            key = line.strip().partition(':')[0]
+            if key == 'listen':
+                line = f'listen: {{host: 127.0.0.1, port: {self.port}}}'
+            elif key == 'error-log':
+                line = f'error-log: {self.directory}/error.log'
+            elif key == 'access-log':
+                line = f'access-log: {self.directory}/access.log'
+            elif key == 'temp-buffer-path':
+                line = f'temp-buffer-path: {self.directory}'
+            elif key == 'fastcgi.connect':
+                line = f'{line.partition(":")[0]}: {connect}'
+            lines.append(line)
+        config = os.path.join(self.directory, 'h2o.conf')
+        with open(config, 'w') as stream:
+            stream.write('\n'.join(lines) + '\n')
+        return super().start(['h2o', '-c', config], _server_env())
 
 
 def fastcgi_site(upstream, keep_conn=True, keepalive=8, extra=''):
