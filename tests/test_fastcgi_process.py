@@ -3,6 +3,7 @@ worker replacement, --max-requests, --timeout, and the flup-style API."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -234,6 +235,46 @@ def test_threads_serve_requests_side_by_side():
 # ---------------------------------------------------------------------------
 # Without an arbiter
 # ---------------------------------------------------------------------------
+
+def test_wsgi_multiprocess_with_one_worker_as_a_reload_runs_two(tmp_path):
+    # PEP 3333: wsgi.multiprocess is true if another process may run the
+    # application at the same time. With --workers 1 that happens during a
+    # reload: the old worker finishes its request while the fresh one serves.
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1']) as server:
+        address = server.address()
+        (old,) = server.wait_booted(1)
+        assert get(address, '/flags').body == b'%d True False' % old
+        held = in_background(get, address, '/slow', query='60')
+        server.wait_for_log('slow request started')
+        mark = server.mark()
+        server.send_signal(signal.SIGHUP)
+        server.wait_for_log('replaced by a fresh worker', start=mark)
+        (new,) = server.booted_pids(mark)
+        assert get(address, '/flags').body == b'%d True False' % new
+        assert pid_alive(old), 'the old worker still runs its request'
+        server.kill()
+        with pytest.raises(ConnectionError):
+            held()
+
+
+@pytest.mark.parametrize('where, multiprocess', [('bind', b'False'), ('fd 0', b'True')])
+def test_wsgi_multiprocess_with_no_arbiter(tmp_path, where, multiprocess):
+    # Alone on its own address; on a socket a process manager (mod_fcgid,
+    # lighttpd, spawn-fcgi) handed over, beside the others it starts.
+    path = str(tmp_path / 'alone.sock')
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(path)
+    listening.listen(8)
+    args, stdin = ([APP, '--workers', '0', '--bind', 'unix:' + path + '2'], subprocess.DEVNULL) \
+        if where == 'bind' else ([APP, '--workers', '0'], listening.fileno())
+    try:
+        with ServerProcess(args, stdin=stdin) as server:
+            server.wait_for_log('serving in this process')
+            target = path + '2' if where == 'bind' else path
+            assert get(target, '/flags').body == b'%d %s False' % (server.proc.pid, multiprocess)
+    finally:
+        listening.close()
+
 
 def test_workers_0_serves_in_the_process_itself(tmp_path):
     path = str(tmp_path / 'single.sock')

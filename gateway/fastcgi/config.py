@@ -13,6 +13,20 @@ def default_workers():
     return os.cpu_count() or 1
 
 
+def serves_in_several_processes(config):
+    """``wsgi.multiprocess``: whether another process may be running the
+    application at the same time (PEP 3333).
+
+    Under an arbiter, always, whatever --workers says: a reload starts each
+    fresh worker before the old one has finished its requests, and a worker
+    past --timeout is replaced while it ends its others. With no arbiter, on
+    a listening socket a process manager put on fd 0 (mod_fcgid, lighttpd,
+    spawn-fcgi), which starts more processes like this one. Only a server in
+    this one process, on an address of its own, serves alone.
+    """
+    return config.workers > 0 or not config.binds
+
+
 class Config:
     """What the FastCGI server was asked to do.
 

@@ -26,6 +26,7 @@ import time
 
 from ..apploader import describe_load_error
 from . import protocol as fcgi
+from .config import serves_in_several_processes
 from .connection import CLOSED, ServedConnection
 from .peers import allowed_peers, peer_allowed
 
@@ -62,6 +63,7 @@ class Worker:
         self.config = config
         self.heartbeat = heartbeat
         self.values = server_values(config, max(config.workers, 1))
+        self.multiprocess = serves_in_several_processes(config)
         allowed = allowed_peers(config.web_server_addrs)
         # Checked on every accept(): None when there is nothing to check.
         self.allowed_peers = None if allowed is None or allowed.anyone else allowed
@@ -311,7 +313,7 @@ class Worker:
         threaded = config.threads > 1
         conn = ServedConnection(sock, self.app, config, self.values,
                                 multithread=threaded,
-                                multiprocess=config.workers > 1,
+                                multiprocess=self.multiprocess,
                                 overloaded=bool(limit) and len(self.connections) >= limit,
                                 peer=address)
         conn.last_active = time.monotonic()

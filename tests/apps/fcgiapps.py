@@ -32,6 +32,12 @@ def pid(environ, start_response):
     return _text(start_response, str(os.getpid()))
 
 
+def flags(environ, start_response):
+    """The worker's pid and what wsgi.multiprocess and wsgi.multithread say."""
+    return _text(start_response, '%d %s %s' % (os.getpid(), environ['wsgi.multiprocess'],
+                                                environ['wsgi.multithread']))
+
+
 def slow(environ, start_response):
     """Sleeps as many seconds as the query string says, then answers with
     its pid. Says in the server log when it starts, so that a test knows
@@ -82,10 +88,10 @@ def barrier(environ, start_response):
 
 
 def router(environ, start_response):
-    """One app with all of the above by path: /pid, /slow?S, /echo, /peer,
-    /importable?MODULE, /barrier?N."""
+    """One app with all of the above by path: /pid, /flags, /slow?S, /echo,
+    /peer, /importable?MODULE, /barrier?N."""
     path = environ.get('PATH_INFO', '/')
-    app = {'/pid': pid, '/slow': slow, '/echo': echo, '/peer': peer,
+    app = {'/pid': pid, '/flags': flags, '/slow': slow, '/echo': echo, '/peer': peer,
            '/importable': importable, '/barrier': barrier}.get(path, hello)
     return app(environ, start_response)
 
