@@ -116,11 +116,15 @@ def load_application(spec, application=None, *, unless_writable=False, iis=False
 def with_mount_point(app, script_name):
     """*app*, mounted at the URL path *script_name* whatever the web server
     split (``mounted_path``): SCRIPT_NAME is the mount point, PATH_INFO the
-    rest; a request outside it is answered 404 and never reaches *app*."""
+    rest; a request outside it is answered 404 and never reaches *app*. A
+    FastCGI AUTHORIZER request, which carries neither variable, goes to
+    *app* as it came."""
     from .handlers import mounted_path, not_mounted, script_name_prefix
     prefix = script_name_prefix(script_name)
 
     def application(environ, start_response):
+        if environ.get('FCGI_ROLE') == 'AUTHORIZER':
+            return app(environ, start_response)
         split = mounted_path(environ, prefix)
         if split is None:
             return not_mounted(environ, start_response)

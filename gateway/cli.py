@@ -315,6 +315,17 @@ _bind = _checked_by(_check_bind)
 _mount_point = _checked_by(_check_mount_point)
 
 
+def _roles(text):
+    import argparse
+    from .fastcgi.config import ROLES
+    names = [name.strip().lower() for name in text.split(',') if name.strip()]
+    unknown = [name for name in names if name not in ROLES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: the roles served are responder and authorizer, comma-separated')
+    return tuple(dict.fromkeys(ROLES[name] for name in names))
+
+
 def _default_workers():
     from .fastcgi.config import default_workers
     value = os.environ.get('WEB_CONCURRENCY', '')
@@ -389,6 +400,14 @@ def build_parser():
         setting = flags[-1][2:].replace('-', '_')
         add(*flags, type=_number(kind, minimum, what), default=getattr(defaults, setting),
             metavar=metavar, help=text % {'grace': TIMEOUT_GRACE} if '%(grace)' in text else text)
+    add('--roles', type=_roles, default=os.environ.get('GATEWAY_ROLES') or 'responder',
+        metavar='LIST',
+        help='the FastCGI roles served, comma-separated: responder, authorizer (Apache '
+             "mod_authnz_fcgi). One application answers both and tells them apart by "
+             "environ['FCGI_ROLE']; an AUTHORIZER request answered 200 is let through, its "
+             'Variable-NAME headers set NAME for the protected resource, any other answer goes '
+             'to the client. Serve authorizer only for an application written for it: any 200 '
+             "grants access (default: $GATEWAY_ROLES, else responder)")
     add('--fcgi-stderr', action='store_true',
         help="send wsgi.errors to the web server as FCGI_STDERR records (its error log) instead "
              "of this server's log (default: off; nginx logs every such record as an error)")
@@ -511,7 +530,7 @@ def fastcgi_main(argv=None):
         max_connections=args.max_connections, read_timeout=args.read_timeout,
         request_read_timeout=args.request_read_timeout,
         max_params_size=args.max_params_size, max_pending_params=args.max_pending_params,
-        fcgi_stderr=args.fcgi_stderr,
+        fcgi_stderr=args.fcgi_stderr, roles=args.roles,
         web_server_addrs=args.web_server_addrs, unix_mode=args.unix_mode,
         unix_group=args.unix_group, chdir=args.chdir, log_level=args.log_level, iis=args.iis,
         script_name=args.script_name)

@@ -15,7 +15,7 @@ are accepted and ignored, so a working call keeps working.
 import os
 import signal
 
-from .config import Config, default_workers
+from .config import ROLES, Config, default_workers
 from .protocol import FCGI_RESPONDER
 
 __all__ = ['WSGIServer']
@@ -44,10 +44,12 @@ class WSGIServer:
 
     Mapped: maxChildren -> workers, maxThreads -> threads, maxRequests ->
     max_requests, timeout -> timeout (seconds a request may run), umask ->
-    the unix socket's mode, environ -> added to every request's environ.
-    Any setting of ``Config`` may also be given by name (``workers=4``).
-    Ignored: multiplexed (nobody multiplexes), debug (tracebacks never
-    reach clients), roles (only RESPONDER is served), minSpare, maxSpare.
+    the unix socket's mode, environ -> added to every request's environ,
+    roles -> the roles served (FCGI_RESPONDER, FCGI_AUTHORIZER; the
+    application tells them apart by environ['FCGI_ROLE'], as under flup;
+    FCGI_FILTER is refused). Any setting of ``Config`` may also be given by
+    name (``workers=4``). Ignored: multiplexed (nobody multiplexes), debug
+    (tracebacks never reach clients), minSpare, maxSpare.
     """
 
     def __init__(self, application, environ=None, multithreaded=True, multiprocess=False,
@@ -88,6 +90,7 @@ class WSGIServer:
         if isinstance(self.bindAddress, str) and self.umask is not None:
             settings.setdefault('unix_mode', 0o777 & ~self.umask)
         settings['application'] = _with_environ(self.application, self.environ)
+        settings.setdefault('roles', _served_roles(self.roles))
         return Config(**settings)
 
     def _answers_as_cgi(self):
@@ -111,6 +114,15 @@ class WSGIServer:
             return False
         outcome = serve(self.config, hup_stops=True)
         return outcome.signal == getattr(signal, 'SIGHUP', None)
+
+
+def _served_roles(roles):
+    roles = tuple(dict.fromkeys(roles))
+    unknown = set(roles) - set(ROLES.values())
+    if unknown or not roles:
+        raise ValueError(f"WSGIServer(roles={roles!r}): only FCGI_RESPONDER ({FCGI_RESPONDER}) "
+                         f"and FCGI_AUTHORIZER ({ROLES['authorizer']}) are served")
+    return roles
 
 
 def _binds(address):

@@ -8,6 +8,10 @@ import os
 # Seconds a worker past --timeout has to answer 504 before it is killed.
 TIMEOUT_GRACE = 2.0
 
+# The FastCGI roles a server may play (--roles), by the number BEGIN_REQUEST
+# gives them; FILTER (3) is not served.
+ROLES = {'responder': 1, 'authorizer': 2}
+
 
 def default_workers():
     return os.cpu_count() or 1
@@ -58,6 +62,9 @@ class Config:
         # past it, the connections holding the most get OVERLOADED. 0: no limit.
         self.max_pending_params = 16 << 20
         self.fcgi_stderr = False        # wsgi.errors to FCGI_STDERR records instead of the server log
+        # The roles served (numbers, see ROLES); BEGIN_REQUEST for another
+        # gets UNKNOWN_ROLE. The application tells them apart by FCGI_ROLE.
+        self.roles = (ROLES['responder'],)
         # Who may connect over TCP: 'any', or addresses and networks. None:
         # FCGI_WEB_SERVER_ADDRS, else anyone, and a bind on every interface is refused.
         self.web_server_addrs = None

@@ -255,6 +255,7 @@ class ServedConnection:
             if event.request_id in self.codec.active_requests:
                 self._run_request(event)
         elif kind is fcgi.BeginRequest:
+            self.role = event.role      # for its handler, if it runs (one request at a time)
             if self.overloaded:
                 log.warning('request %d from %s refused with OVERLOADED: %d connections is'
                             ' this worker\'s limit (--max-connections)', event.request_id,
@@ -262,10 +263,9 @@ class ServedConnection:
                 # Closed whatever FCGI_KEEP_CONN says: this connection is the
                 # one over the limit.
                 self._end_unserved(event.request_id, fcgi.FCGI_OVERLOADED, keep=False)
-            elif event.role != fcgi.FCGI_RESPONDER:
+            elif event.role not in self.config.roles:
                 log.warning('request %d from %s refused with UNKNOWN_ROLE: role %d is not'
-                            ' served (only RESPONDER)', event.request_id, self.peer_name(),
-                            event.role)
+                            ' served (--roles)', event.request_id, self.peer_name(), event.role)
                 self._end_unserved(event.request_id, fcgi.FCGI_UNKNOWN_ROLE)
             elif self.arrival_limit:
                 self.arrival_deadline = time.monotonic() + self.arrival_limit
@@ -309,7 +309,8 @@ class ServedConnection:
         channel = self.channel = RequestChannel(self, request_id, params,
                                                 self.sole or self.codec.keep_conn(request_id))
         errors = RecordErrors(channel) if self.config.fcgi_stderr else ServerLog()
-        handler = FastCGIHandler(channel, params, errors, self.multithread, self.multiprocess)
+        handler = FastCGIHandler(channel, params, errors, self.multithread, self.multiprocess,
+                                 self.role)
         on_request = self.on_request
         if on_request is not None:
             on_request(True)

@@ -38,6 +38,10 @@ log = logging.getLogger('gateway')
 # buffered output goes out as it comes.
 _BATCH_LIMIT = 1 << 16
 
+# The roles a request may have (BEGIN_REQUEST's number), as FCGI_ROLE names them.
+RESPONDER, AUTHORIZER = 1, 2
+ROLE_NAMES = {RESPONDER: 'RESPONDER', AUTHORIZER: 'AUTHORIZER'}
+
 
 def __getattr__(name):
     # Lazy: the adaptor is imported without the process model.
@@ -113,6 +117,19 @@ class RequestInput(InputLines):
         return self._take(size)
 
 
+class _NoBody(RequestInput):
+    """``wsgi.input`` of a request that has no body: at its end already."""
+
+    __slots__ = ()
+
+    def __init__(self):
+        RequestInput.__init__(self, None)
+        self._ended = True
+
+
+_NO_BODY = _NoBody()
+
+
 class ServerLog:
     """``wsgi.errors`` by default: lines go to the server's log, not to the
     web server (nginx logs every FCGI_STDERR record as an error; IIS turns
@@ -161,7 +178,17 @@ class RecordErrors:
 
 
 class FastCGIHandler(BaseCGIHandler):
-    """Runs one FastCGI RESPONDER request over the *channel* its connection lends."""
+    """Runs one FastCGI request over the *channel* its connection lends.
+
+    *role* is the request's (its number in BEGIN_REQUEST), RESPONDER or
+    AUTHORIZER by name, which the application
+    finds in ``environ['FCGI_ROLE']`` (as under flup), set from
+    BEGIN_REQUEST whatever the PARAMS said. An AUTHORIZER request has no
+    body (the web server sends no STDIN) and no SCRIPT_NAME or PATH_INFO;
+    its answer decides: 200 lets the request through, its ``Variable-NAME``
+    headers becoming the variable NAME of the protected resource's
+    environment, and any other answer is sent to the client as it is.
+    """
 
     os_environ = {}   # the request's PARAMS alone, as for CGIHandler
     require_cgi_environ = True
@@ -171,13 +198,21 @@ class FastCGIHandler(BaseCGIHandler):
     # HEAD), where CGI's always strip it.
     omits_forbidden_body = True
 
-    def __init__(self, channel, params, errors, multithread, multiprocess):
-        BaseCGIHandler.__init__(self, RequestInput(channel), None, errors, params,
+    def __init__(self, channel, params, errors, multithread, multiprocess, role=RESPONDER):
+        # The web server sends an authorizer no STDIN at all: a read must
+        # not wait for one.
+        stdin = RequestInput(channel) if role == RESPONDER else _NO_BODY
+        BaseCGIHandler.__init__(self, stdin, None, errors, params,
                                 multithread=multithread, multiprocess=multiprocess)
         self.channel = channel
+        self.role = ROLE_NAMES[role]
         self._pending = []
         self._pending_size = 0
         self._batch = False
+
+    def add_cgi_vars(self):
+        BaseCGIHandler.add_cgi_vars(self)
+        self.environ['FCGI_ROLE'] = self.role
 
     def finish_response(self):
         # PEP 3333 asks that a block be sent before the next is requested;

@@ -105,3 +105,37 @@ def accel_redirect(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body))),
                               ('X-Accel-Redirect', '/internal-only')])
     return [body]
+
+
+def guarded(environ, start_response):
+    """Both FastCGI roles, as Apache's mod_authnz_fcgi asks them. As the
+    AUTHORIZER: the authenticator (FCGI_APACHE_ROLE=AUTHENTICATOR) judges
+    the Authorization header, "Bearer alice" let through as alice (Variable-*
+    headers), another refused 403, none answered 401 with a challenge; the
+    authorizer of the user so found (FCGI_APACHE_ROLE=AUTHORIZER) lets alice
+    through. As the RESPONDER, the protected resource: the variables the
+    authorizer set, as JSON."""
+    import json
+    if environ.get('FCGI_ROLE') == 'AUTHORIZER':
+        apache_role = environ.get('FCGI_APACHE_ROLE')
+        token = environ.get('HTTP_AUTHORIZATION', '')
+        if token == 'Bearer alice' or (apache_role == 'AUTHORIZER'
+                                       and environ.get('REMOTE_USER') == 'alice'):
+            start_response('200 OK', [('Variable-X-User', 'alice'),
+                                      ('Variable-REMOTE_USER', 'alice'),
+                                      ('Variable-AUTHORIZED_AS', apache_role)])
+            return [b'']
+        if token:
+            return _text(start_response, 'mallory may not\n', '403 Forbidden')
+        body = b'who are you?\n'
+        start_response('401 Unauthorized', [('WWW-Authenticate', 'Bearer realm="gateway"'),
+                                             ('Content-Type', 'text/plain'),
+                                             ('Content-Length', str(len(body)))])
+        return [body]
+    seen = {name: value for name, value in environ.items() if isinstance(value, str)
+            and name in ('FCGI_ROLE', 'REMOTE_USER', 'X-User', 'X_USER', 'AUTHORIZED_AS',
+                         'PATH_INFO', 'SCRIPT_NAME')}
+    body = json.dumps(seen, sort_keys=True).encode()
+    start_response('200 OK', [('Content-Type', 'application/json'),
+                              ('Content-Length', str(len(body)))])
+    return [body]
