@@ -3,11 +3,13 @@
 #   docker build --target app    -t gateway-app .     # FastCGI server (port 9000)
 #   docker build --target nginx  -t gateway-nginx .   # nginx + fcgiwrap (port 8080)
 #   docker build --target apache -t gateway-apache .  # Apache mod_cgid/proxy_fcgi/fcgid (port 8080)
+#   docker build --target fronts -t gateway-fronts .  # lighttpd, HAProxy, Caddy, h2o (port 8080)
 #   docker build --target base   -t gateway-base .    # python3 + the gateway package
 #
 # Each web-server image serves the application at /app through the front
 # GATEWAY_FRONT names (nginx-cgi, nginx-fastcgi; apache-cgi, apache-proxy-fcgi,
-# apache-fcgid); docker-compose.yml runs them together. Everything runs as an
+# apache-fcgid; lighttpd-fastcgi, haproxy-fastcgi, caddy-fastcgi,
+# h2o-fastcgi); docker-compose.yml runs three of them together. Everything runs as an
 # unprivileged user, on a read-only root file system if wanted (tmpfs on /run
 # and /tmp). The base image is the official debian:bookworm-slim; where no
 # registry can be reached, scripts/build-base-image builds an equivalent image
@@ -149,3 +151,46 @@ ENV GATEWAY_FRONT=apache-cgi
 USER www-data
 WORKDIR /opt/gateway
 CMD ["gateway-apache"]
+
+# --- fronts: lighttpd, HAProxy, Caddy and h2o, one chosen at start ------------
+# GATEWAY_FRONT names the web server and so the entrypoint that runs it:
+#   lighttpd-fastcgi  lighttpd starts the gateway's FastCGI server itself
+#                     (bin-path), its listening socket on fd 0
+#   haproxy-fastcgi   HAProxy's fcgi-app, to the server at GATEWAY_FASTCGI
+#   caddy-fastcgi     Caddy's reverse_proxy with its FastCGI transport
+#   h2o-fastcgi       h2o's fastcgi.connect (the server needs --script-name /app)
+# Each writes only under /tmp (a tmpfs) and runs as www-data, a member of
+# the gateway group, like the nginx and Apache images.
+FROM web AS fronts
+ARG DEBIAN_FRONTEND=noninteractive
+# Each entrypoint execs its server, which gets "docker stop"'s SIGTERM
+# directly (HAProxy then stops at once; SIGUSR1 would drain connections).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends lighttpd lighttpd-modules-lua haproxy \
+        caddy h2o \
+    && rm -rf /var/lib/apt/lists/* /var/www/html/* \
+    && echo ok > /var/www/html/healthz
+COPY lighttpd/lighttpd.conf lighttpd/app-fastcgi.conf lighttpd/underscores.lua \
+    /etc/lighttpd/gateway/
+COPY haproxy/haproxy.cfg /etc/haproxy/gateway/
+COPY caddy/Caddyfile caddy/app-fastcgi.caddy /etc/caddy/gateway/
+COPY h2o/h2o.conf /etc/h2o/gateway/
+COPY lighttpd/entrypoint.sh /usr/local/bin/gateway-lighttpd
+COPY haproxy/entrypoint.sh /usr/local/bin/gateway-haproxy
+COPY caddy/entrypoint.sh /usr/local/bin/gateway-caddy
+COPY h2o/entrypoint.sh /usr/local/bin/gateway-h2o
+# The configuration checks run as root and leave their run directories in
+# /tmp: remove them, the unprivileged servers create their own.
+RUN chmod 0755 /usr/local/bin/gateway-lighttpd /usr/local/bin/gateway-haproxy \
+        /usr/local/bin/gateway-caddy /usr/local/bin/gateway-h2o \
+    && gateway-lighttpd -tt \
+    && gateway-haproxy -c -q \
+    && gateway-caddy -t \
+    && gateway-h2o -t \
+    && rm -rf /tmp/lighttpd /tmp/caddy /tmp/h2o
+COPY --from=package /opt/gateway /opt/gateway
+ENV GATEWAY_FRONT=lighttpd-fastcgi
+USER www-data
+WORKDIR /opt/gateway
+# gateway-lighttpd for lighttpd-fastcgi, and so on.
+CMD ["/bin/sh", "-c", "exec \"gateway-${GATEWAY_FRONT%%-*}\""]

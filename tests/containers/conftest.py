@@ -41,15 +41,17 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "debian:bookworm-slim"
 IMAGE_PREFIX = os.environ.get("GATEWAY_TEST_IMAGE_PREFIX", "gateway-test")
-TARGETS = ("app", "nginx", "apache")
-WEB_TARGETS = ("nginx", "apache")
+TARGETS = ("app", "nginx", "apache", "fronts")
+WEB_TARGETS = ("nginx", "apache", "fronts")
 HEALTH_PATH = "/healthz"
 LOOPBACK = "127.0.0.1"
 # Where the FastCGI server's socket is shared with the fronts (a volume).
 SOCKET_DIR = "/run/gateway"
 SOCKET = f"{SOCKET_DIR}/fastcgi.sock"
-# The FastCGI server's name on the test network.
+# The FastCGI server's name on the test network; and that of the one run
+# with --script-name /app, for the fronts that do not split the path there.
 APP_HOST = "app"
+MOUNTED_APP_HOST = "app-mounted"
 LOCKED_DOWN = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
 # tmpfs mounts (path: mount options) per image; Apache's user creates its run
 # and lock directories in /run.
@@ -57,6 +59,7 @@ TMPFS = {
     "app": {"/run": "", "/tmp": ""},
     "nginx": {"/run": "", "/tmp": ""},
     "apache": {"/run": "uid=33,gid=33", "/tmp": ""},
+    "fronts": {"/run": "", "/tmp": ""},
 }
 FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 1, 3, 4, 5, 6
 FCGI_RESPONDER = 1
@@ -309,8 +312,14 @@ def _http_ready(host, port):
     return requests.get(f"http://{host}:{port}{HEALTH_PATH}", timeout=2).status_code == 200
 
 
-def _fastcgi_ready(host, port):
-    return fastcgi_request(host, port, FASTCGI_PROBE).startswith(b"Status: 200")
+def _fastcgi_ready(host, port, path="/"):
+    return fastcgi_request(host, port, dict(FASTCGI_PROBE, PATH_INFO=path)).startswith(
+        b"Status: 200")
+
+
+def _mounted_fastcgi_ready(host, port):
+    # --script-name /app: "/" is outside, and answered 404.
+    return _fastcgi_ready(host, port, "/app/")
 
 
 # What each target serves: its port inside the container, and the check that
@@ -319,6 +328,8 @@ SERVES = {
     "app": (9000, _fastcgi_ready),
     "nginx": (8080, _http_ready),
     "apache": (8080, _http_ready),
+    "fronts": (8080, _http_ready),
+    "app-mounted": (9000, _mounted_fastcgi_ready),   # the app image, --script-name /app
 }
 
 
@@ -415,6 +426,19 @@ def fastcgi_app(gateway_image, docker_client, docker_network, socket_volume):
         yield wait_serving(container, "app")
 
 
+@pytest.fixture(scope="session")
+def fastcgi_app_mounted(gateway_image, docker_client, docker_network):
+    """As ``fastcgi_app``, over TCP only, at MOUNTED_APP_HOST:9000, run with
+    --script-name /app: for h2o, which sends the whole path as PATH_INFO."""
+    command = ["gateway", "fastcgi", "--bind", "0.0.0.0:9000", "--script-name", "/app",
+               "--web-server-addrs", network_subnets(docker_client, docker_network) + ",127.0.0.1"]
+    with started(gateway_image("app"), ports=(9000,), command=command,
+                 network=docker_network, network_aliases=[MOUNTED_APP_HOST],
+                 env=FRONT_APP["env"], volumes=FRONT_APP["volumes"],
+                 tmpfs=TMPFS["app"], **LOCKED_DOWN) as container:
+        yield wait_serving(container, "app-mounted")
+
+
 # A user's own application, for the mount tests.
 OWN_APP = '''\
 def application(environ, start_response):
@@ -435,7 +459,8 @@ def own_app_directory(tmp_path):
 
 
 # The fronts of the appliance: name -> (image, GATEWAY_FRONT, how it reaches
-# the FastCGI server: None when it runs the gateway itself, "tcp" or "unix").
+# the FastCGI server: None when it runs the gateway itself, "tcp" or "unix";
+# "tcp-mounted": over TCP, to the server run with --script-name /app).
 FRONTS = {
     "nginx-fastcgi-tcp": ("nginx", "nginx-fastcgi", "tcp"),
     "nginx-fastcgi-unix": ("nginx", "nginx-fastcgi", "unix"),
@@ -444,6 +469,10 @@ FRONTS = {
     "apache-proxy-fcgi-tcp": ("apache", "apache-proxy-fcgi", "tcp"),
     "apache-proxy-fcgi-unix": ("apache", "apache-proxy-fcgi", "unix"),
     "apache-fcgid": ("apache", "apache-fcgid", None),
+    "lighttpd-fastcgi": ("fronts", "lighttpd-fastcgi", None),
+    "haproxy-fastcgi-unix": ("fronts", "haproxy-fastcgi", "unix"),
+    "caddy-fastcgi-tcp": ("fronts", "caddy-fastcgi", "tcp"),
+    "h2o-fastcgi-tcp": ("fronts", "h2o-fastcgi", "tcp-mounted"),
 }
 FASTCGI_SERVER_FRONTS = [name for name, (_, _, transport) in FRONTS.items() if transport]
 # The fronts that run the gateway as a CGI program, one process per request.
@@ -491,7 +520,10 @@ def run_front(stack, request, name, **settings):
     env = {"GATEWAY_FRONT": front, **FRONT_APP["env"], **settings.pop("env", {})}
     volumes = [*FRONT_APP["volumes"], *settings.pop("volumes", [])]
     server = None
-    if transport:
+    if transport == "tcp-mounted":
+        server = request.getfixturevalue("fastcgi_app_mounted")
+        env["GATEWAY_FASTCGI"] = f"{MOUNTED_APP_HOST}:9000"
+    elif transport:
         server = request.getfixturevalue("fastcgi_app")
         if transport == "tcp":
             env["GATEWAY_FASTCGI"] = f"{APP_HOST}:9000"

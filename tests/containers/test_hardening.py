@@ -27,6 +27,12 @@ pytestmark = pytest.mark.container
 TMPFS_WRITES = {
     "nginx": {"/tmp": "written", "/run": "EACCES"},
     "apache": {"/tmp": "written", "/run": "written"},
+    "fronts": {"/tmp": "written", "/run": "EACCES"},
+}
+# A process each front's web server runs, by its command line.
+WEB_SERVER_PROCESS = {
+    "nginx": "nginx: worker process", "apache": "apache2", "lighttpd-fastcgi": "lighttpd -D",
+    "haproxy-fastcgi": "haproxy -db", "caddy-fastcgi": "caddy run", "h2o-fastcgi": "h2o -c",
 }
 # Paths of the images' own files that nobody may change.
 READ_ONLY = ["/", "/etc", "/opt/gateway/gateway", "/usr/local/bin"]
@@ -39,9 +45,11 @@ def test_front_processes_are_unprivileged_and_cannot_gain_privileges(front):
     processes = processes_of(front.container.get_wrapped_container())
     assert_least_privilege(processes, front.name)
     commands = " ".join(process["command"] for process in processes)
-    assert ("nginx: worker process" if front.image == "nginx" else "apache2") in commands
+    assert WEB_SERVER_PROCESS.get(front.image, WEB_SERVER_PROCESS.get(front.front)) in commands
     if front.front == "apache-fcgid":
         assert "gateway fastcgi --workers 0" in commands
+    if front.front == "lighttpd-fastcgi":
+        assert "gateway fastcgi" in commands
     if front.front == "nginx-cgi":
         assert "fcgiwrap" in commands
 

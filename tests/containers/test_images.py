@@ -12,6 +12,7 @@ PROGRAMS = {
     "app": ["python3"],
     "nginx": ["python3", "nginx", "fcgiwrap"],
     "apache": ["python3", "apache2"],
+    "fronts": ["python3", "lighttpd", "haproxy", "caddy", "h2o"],
 }
 
 
