@@ -202,17 +202,15 @@ class FastCGIHandler(BaseCGIHandler):
         # The web server sends an authorizer no STDIN at all: a read must
         # not wait for one.
         stdin = RequestInput(channel) if role == RESPONDER else _NO_BODY
+        # The role the web server began the request with, over whatever the
+        # PARAMS said (mod_authnz_fcgi sends FCGI_ROLE too).
+        params['FCGI_ROLE'] = ROLE_NAMES[role]
         BaseCGIHandler.__init__(self, stdin, None, errors, params,
                                 multithread=multithread, multiprocess=multiprocess)
         self.channel = channel
-        self.role = ROLE_NAMES[role]
         self._pending = []
         self._pending_size = 0
         self._batch = False
-
-    def add_cgi_vars(self):
-        BaseCGIHandler.add_cgi_vars(self)
-        self.environ['FCGI_ROLE'] = self.role
 
     def finish_response(self):
         # PEP 3333 asks that a block be sent before the next is requested;
