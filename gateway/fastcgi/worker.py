@@ -16,6 +16,7 @@ started) from the main thread, whatever the thread running it is doing.
 import logging
 import os
 import queue
+import random
 import select
 import selectors
 import signal
@@ -25,9 +26,12 @@ import threading
 import time
 
 from ..apploader import describe_load_error
+from ..handlers.base import describe_request
 from . import protocol as fcgi
 from .config import serves_in_several_processes
 from .connection import CLOSED, ServedConnection
+from .logfiles import reopen_all
+from .slowlog import SlowLog, SlowRequestWatch, frame_of
 from .peers import allowed_peers, peer_allowed
 
 log = logging.getLogger('gateway')
@@ -38,6 +42,12 @@ WORKER_BOOT_ERROR = 3       # exit status of a worker that could not load the ap
 # ready, and only ready workers are sent it.
 TIMEOUT_SIGNAL = getattr(signal, 'SIGABRT', None)
 FAST_STOP = tuple(getattr(signal, name) for name in ('SIGINT', 'SIGQUIT') if hasattr(signal, name))
+# Signals an operator may send that must never end a process by their
+# default action. SIGUSR1 reopens the log files; a worker ignores the rest
+# (the arbiter acts on SIGTTIN and SIGTTOU). SIGPIPE is ignored as Python
+# sets it: a write to a closed connection fails with EPIPE where it is made.
+OPERATOR_SIGNALS = tuple(name for name in ('SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGTTIN', 'SIGTTOU',
+                                           'SIGALRM') if hasattr(signal, name))
 
 _ACCEPT = object()
 _WAKE = object()
@@ -72,6 +82,11 @@ class Worker:
         self.pending_params = 0         # bytes held for requests not started (--max-pending-params)
         self.stopping = None            # None, 'graceful' or 'fast'
         self.requests_served = 0
+        # --max-requests plus this worker's share of --max-requests-jitter,
+        # so that workers started together are not all replaced together.
+        self.max_requests = config.max_requests and (
+            config.max_requests + random.randint(0, config.max_requests_jitter))
+        self.logs_to_reopen = False     # SIGUSR1 came: reopen between requests
         self._counts = [0] * max(config.threads, 1)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -84,6 +99,14 @@ class Worker:
         # when a request starts and ends.
         self._on_request = [self._request_callback(slot) for slot in range(len(self._counts))]
         self._accepting = {}            # listener -> how to accept on it (see _accept)
+        self._thread_idents = [None] * len(self._counts)   # slot -> the thread serving it
+        self.slow_log = SlowLog(config.slow_log)
+        self._slow_watch = None
+        if config.slow_request:
+            if heartbeat is None:       # no arbiter: the watch needs one all the same
+                from .arbiter import Heartbeat
+                self.heartbeat = heartbeat = Heartbeat(config.threads)
+            self._slow_watch = SlowRequestWatch(self, config.slow_request, self.slow_log)
 
     def _request_callback(self, slot):
         heartbeat = self.heartbeat
@@ -110,7 +133,23 @@ class Worker:
         except OSError:
             pass
 
-    def answer_overdue(self):
+    def reopen_logs_soon(self):
+        """SIGUSR1: reopen the log files at the next turn of the loop (a
+        signal handler must not take the log's locks)."""
+        self.logs_to_reopen = True
+        try:
+            os.write(self._wake_w, b'l')
+        except OSError:
+            pass
+
+    def serving(self, slot):
+        """The connection thread *slot* serves, or None."""
+        return self._serving[slot]
+
+    def thread_ident(self, slot):
+        return self._thread_idents[slot]
+
+    def answer_overdue(self, frame=None):
         """The arbiter saw a request run past --timeout and replaces this
         worker: stop accepting, and end every request that has run longer
         than --timeout: a 504 response when the application has sent
@@ -136,6 +175,15 @@ class Worker:
         in_this_thread = False
         for slot, seconds in heartbeat.overdue(time.monotonic(), timeout):
             conn = self._serving[slot]
+            channel = conn.channel if conn is not None else None
+            if channel is not None:
+                # Where it is stuck, before the 504 ends it. With one
+                # thread, this handler runs on top of it: *frame* is where.
+                ident = self._thread_idents[slot]
+                self.slow_log.report(describe_request(channel.params), seconds,
+                                     f'--timeout {timeout:g}s; answering 504',
+                                     frame if ident == threading.get_ident() else
+                                     frame_of(ident))
             if conn is None or not conn.answer_overdue(seconds, timeout):
                 continue    # it ended a moment ago, or was answered 408
             heartbeat.finished(slot)
@@ -154,6 +202,9 @@ class Worker:
             self._accepting[listener] = self._accept_plan(listener)
             self.selector.register(listener, selectors.EVENT_READ, _ACCEPT)
         self.selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._thread_idents[0] = threading.get_ident()
+        if self._slow_watch is not None:
+            self._slow_watch.start()
         if threaded:
             for slot in range(config.threads):
                 thread = threading.Thread(target=self._pool_thread, args=(slot,), daemon=True,
@@ -189,6 +240,9 @@ class Worker:
                                 break
                     elif data is _WAKE:
                         self._drain_wake()
+                        if self.logs_to_reopen:
+                            self.logs_to_reopen = False
+                            reopen_all(f'worker (pid {os.getpid()})')
                     elif threaded:
                         self.selector.unregister(data.sock)
                         self._work.put(data)
@@ -201,6 +255,8 @@ class Worker:
                     self._close_idle(now)
                     next_sweep = now + 1.0
         finally:
+            if self._slow_watch is not None:
+                self._slow_watch.stop()
             for _ in self._threads:
                 self._work.put(None)
             for conn in list(self.connections):
@@ -384,11 +440,19 @@ class Worker:
 
     def _check_max_requests(self):
         self.requests_served = sum(self._counts)
-        max_requests = self.config.max_requests
+        max_requests = self.max_requests
         if max_requests and self.requests_served >= max_requests and not self.stopping:
-            log.info('worker (pid %d) served %d requests (--max-requests); recycling',
-                     os.getpid(), self.requests_served)
-            self.stop(graceful=True)
+            heartbeat = self.heartbeat
+            if heartbeat is None:
+                log.info('worker (pid %d) served %d requests (--max-requests); recycling',
+                         os.getpid(), self.requests_served)
+                self.stop(graceful=True)
+            elif not heartbeat.replacement_asked():
+                # Served on until the arbiter's fresh worker is ready and
+                # stops this one: recycling leaves no moment without a worker.
+                log.info('worker (pid %d) served %d requests (--max-requests); asking for a '
+                         'replacement', os.getpid(), self.requests_served)
+                heartbeat.ask_replacement()
 
     def _forget(self, conn):
         try:
@@ -436,6 +500,7 @@ class Worker:
     # -- threads ----------------------------------------------------------------
 
     def _pool_thread(self, slot):
+        self._thread_idents[slot] = threading.get_ident()
         while True:
             conn = self._work.get()
             if conn is None:
@@ -478,8 +543,9 @@ def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_si
 
     *inherited_signals* were the arbiter's, and blocked across the fork;
     *alive_r* reaches end of file when the arbiter is gone."""
+    operator_signals = {getattr(signal, name) for name in OPERATOR_SIGNALS}
     for sig in inherited_signals:
-        signal.signal(sig, signal.SIG_DFL)
+        signal.signal(sig, signal.SIG_IGN if sig in operator_signals else signal.SIG_DFL)
     # Until serving, a fast stop just ends the process: SIGQUIT's default
     # would dump core, SIGINT's print a traceback.
     for sig in FAST_STOP:
@@ -495,9 +561,14 @@ def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_si
         os.close(report_w)
         return WORKER_BOOT_ERROR
     worker = Worker(socks, app, config, heartbeat)
+    if config.max_requests_jitter and worker.max_requests:
+        log.info('worker (pid %d) is replaced after %d requests (--max-requests %d, '
+                 '--max-requests-jitter %d)', os.getpid(), worker.max_requests,
+                 config.max_requests, config.max_requests_jitter)
     stop_on_signals(worker, in_child=True)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: worker.reopen_logs_soon())
     if config.timeout and TIMEOUT_SIGNAL is not None:
-        signal.signal(TIMEOUT_SIGNAL, lambda signum, frame: _end_overdue_requests(worker))
+        signal.signal(TIMEOUT_SIGNAL, lambda signum, frame: _end_overdue_requests(worker, frame))
     threading.Thread(target=_stop_when_orphaned, args=(alive_r, worker), daemon=True,
                      name='arbiter-watch').start()
     _write_all(report_w, b'R')
@@ -506,9 +577,9 @@ def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_si
     return 0
 
 
-def _end_overdue_requests(worker):
+def _end_overdue_requests(worker, frame):
     # The arbiter saw a request run past --timeout and has replaced us.
-    if worker.answer_overdue():
+    if worker.answer_overdue(frame):
         # This handler runs on top of the overdue request: returning would
         # resume the application, whose answer nobody wants any more.
         flush_and_exit(0)
