@@ -28,6 +28,7 @@ from ..apploader import describe_load_error
 from . import protocol as fcgi
 from .config import serves_in_several_processes
 from .connection import CLOSED, ServedConnection
+from .limits import NEW_CONNECTION_FAILED, AcceptBackoff
 from .peers import allowed_peers, peer_allowed
 
 log = logging.getLogger('gateway')
@@ -84,6 +85,8 @@ class Worker:
         # when a request starts and ends.
         self._on_request = [self._request_callback(slot) for slot in range(len(self._counts))]
         self._accepting = {}            # listener -> how to accept on it (see _accept)
+        self._backoff = AcceptBackoff()
+        self._resume_accepting_at = 0.0  # while out of file descriptors (see _accept)
 
     def _request_callback(self, slot):
         heartbeat = self.heartbeat
@@ -175,9 +178,14 @@ class Worker:
                                         ' leaving them', len(self.connections),
                                         config.graceful_timeout)
                         return
-                for key, _ in self.selector.select(0.1 if self.stopping else 1.0):
+                wait = 0.1 if self.stopping else 1.0
+                if self._resume_accepting_at:
+                    wait = self._resume_accepting(wait)
+                for key, _ in self.selector.select(wait):
                     data = key.data
                     if data is _ACCEPT:
+                        if self._resume_accepting_at:
+                            continue    # paused a moment ago, by another listener's failure
                         # Under load more connections wait in the backlog:
                         # taking them now spares a select() per connection.
                         # Bounded, so that connections in the selector
@@ -291,8 +299,12 @@ class Worker:
         except (InterruptedError, ConnectionAbortedError):
             return True     # the peer gave up: there may be more
         except OSError as error:
-            log.error('accept() failed: %s', error)
+            if error.errno in NEW_CONNECTION_FAILED:
+                return True
+            self._pause_accepting(error)
             return False
+        if self._backoff.pause:
+            self._backoff.succeeded()
         if self.allowed_peers is not None and family != socket.AF_UNIX:
             if not peer_allowed(address, self.allowed_peers):
                 log.warning('connection from %s refused: not in %s', address[0],
@@ -336,6 +348,32 @@ class Worker:
         if not threaded:
             self._count_pending(conn)
         return True
+
+    def _pause_accepting(self, error):
+        """accept() failed, most likely for want of file descriptors: the
+        listening sockets stay readable, so they leave the selector for a
+        while (AcceptBackoff) rather than spin the worker; the connections
+        it has are served meanwhile."""
+        now = time.monotonic()
+        pause = self._backoff.failed(error, now, len(self.connections))
+        self._resume_accepting_at = now + pause
+        for listener in self.listeners:
+            try:
+                self.selector.unregister(listener)
+            except (KeyError, ValueError):
+                pass
+
+    def _resume_accepting(self, wait):
+        """The listening sockets back in the selector once their pause is
+        over (not when stopping); how long select() may wait meanwhile."""
+        left = self._resume_accepting_at - time.monotonic()
+        if left > 0 and not self.stopping:
+            return min(wait, left)
+        self._resume_accepting_at = 0.0
+        if not self.stopping:
+            for listener in self.listeners:
+                self.selector.register(listener, selectors.EVENT_READ, _ACCEPT)
+        return wait
 
     def _serve(self, conn, slot):
         conn.on_request = self._on_request[slot]
