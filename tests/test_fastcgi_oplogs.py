@@ -166,15 +166,14 @@ def stuck_line():
         next(line for line in STUCK_APP.splitlines() if 'STUCK HERE' in line))
 
 
-@pytest.mark.parametrize('threads', [1, 3])
-def test_a_slow_request_logs_where_it_is_stuck_once_and_goes_on(tmp_path, threads):
+@pytest.mark.parametrize('workers, threads', [(1, 1), (1, 3), (0, 1)])
+def test_a_slow_request_logs_where_it_is_stuck_once_and_goes_on(tmp_path, workers, threads):
     (tmp_path / 'stuck.py').write_text(STUCK_APP)
     slow_log = tmp_path / 'slow.log'
-    with ServerProcess(['stuck', '--bind', '127.0.0.1:0', '--workers', '1', '--threads',
+    with ServerProcess(['stuck', '--bind', '127.0.0.1:0', '--workers', str(workers), '--threads',
                         str(threads), '--chdir', str(tmp_path), '--slow-request', '0.3',
                         '--slow-log', str(slow_log)]) as server:
         address = server.address()
-        server.wait_booted(1)
         reply = in_background(get, address, '/wait', query='2')
 
         def logged():

@@ -20,6 +20,7 @@ from typing import NamedTuple, Optional
 from . import listeners as transports
 from . import protocol as fcgi
 from .connection import ServedConnection
+from .limits import raise_open_file_limit, warn_if_fds_short
 from .worker import FAST_STOP, OPERATOR_SIGNALS, Worker, server_values, stop_on_signals
 
 __all__ = ['serve', 'serve_in_process', 'serve_one_connection', 'serve_stream', 'Outcome',
@@ -94,6 +95,7 @@ def serve(config, *, hup_stops=False):
         opened = [transports.take_stdin_listener(allowed)]
     for listener in opened:
         log.info('listening on %s', listener.name)
+    warn_if_fds_short(config, len(opened), raise_open_file_limit())
     if config.workers == 0:
         return serve_in_process(config, opened, hup_stops=hup_stops)
     from .arbiter import Arbiter

@@ -17,7 +17,7 @@ import traceback
 
 from ..handlers.base import BaseHandler, describe_request
 
-__all__ = ['SlowLog', 'SlowRequestWatch']
+__all__ = ['SlowLog', 'SlowRequestWatch', 'watch_slow_requests']
 
 log = logging.getLogger('gateway')
 
@@ -96,3 +96,15 @@ class SlowRequestWatch:
             self.slow_log.report(describe_request(channel.params), seconds,
                                  f'--slow-request {self.seconds:g}s',
                                  frame_of(worker.thread_ident(slot)))
+
+
+def watch_slow_requests(worker):
+    """The watch *worker* needs (None without --slow-request); a worker
+    without an arbiter gets a heartbeat of its own for it."""
+    config = worker.config
+    if not config.slow_request:
+        return None
+    if worker.heartbeat is None:
+        from .arbiter import Heartbeat
+        worker.heartbeat = Heartbeat(config.threads)
+    return SlowRequestWatch(worker, config.slow_request, worker.slow_log)

@@ -30,8 +30,9 @@ from ..handlers.base import describe_request
 from . import protocol as fcgi
 from .config import serves_in_several_processes
 from .connection import CLOSED, ServedConnection
+from .limits import NEW_CONNECTION_FAILED, AcceptBackoff
 from .logfiles import reopen_all
-from .slowlog import SlowLog, SlowRequestWatch, frame_of
+from .slowlog import SlowLog, frame_of, watch_slow_requests
 from .peers import allowed_peers, peer_allowed
 
 log = logging.getLogger('gateway')
@@ -72,6 +73,8 @@ class Worker:
         self.app = app
         self.config = config
         self.heartbeat = heartbeat
+        self.slow_log = SlowLog(config.slow_log)
+        self._slow_watch = watch_slow_requests(self)    # may give it a heartbeat: first
         self.values = server_values(config, max(config.workers, 1))
         self.multiprocess = serves_in_several_processes(config)
         allowed = allowed_peers(config.web_server_addrs)
@@ -100,13 +103,8 @@ class Worker:
         self._on_request = [self._request_callback(slot) for slot in range(len(self._counts))]
         self._accepting = {}            # listener -> how to accept on it (see _accept)
         self._thread_idents = [None] * len(self._counts)   # slot -> the thread serving it
-        self.slow_log = SlowLog(config.slow_log)
-        self._slow_watch = None
-        if config.slow_request:
-            if heartbeat is None:       # no arbiter: the watch needs one all the same
-                from .arbiter import Heartbeat
-                self.heartbeat = heartbeat = Heartbeat(config.threads)
-            self._slow_watch = SlowRequestWatch(self, config.slow_request, self.slow_log)
+        self._backoff = AcceptBackoff()
+        self._resume_accepting_at = 0.0  # while out of file descriptors (see _accept)
 
     def _request_callback(self, slot):
         heartbeat = self.heartbeat
@@ -176,14 +174,11 @@ class Worker:
         for slot, seconds in heartbeat.overdue(time.monotonic(), timeout):
             conn = self._serving[slot]
             channel = conn.channel if conn is not None else None
-            if channel is not None:
-                # Where it is stuck, before the 504 ends it. With one
-                # thread, this handler runs on top of it: *frame* is where.
-                ident = self._thread_idents[slot]
+            if channel is not None:     # where it is stuck, before the 504 ends it
+                ident = self._thread_idents[slot]   # this thread's: the handler is on top of it
                 self.slow_log.report(describe_request(channel.params), seconds,
                                      f'--timeout {timeout:g}s; answering 504',
-                                     frame if ident == threading.get_ident() else
-                                     frame_of(ident))
+                                     frame if ident == threading.get_ident() else frame_of(ident))
             if conn is None or not conn.answer_overdue(seconds, timeout):
                 continue    # it ended a moment ago, or was answered 408
             heartbeat.finished(slot)
@@ -226,9 +221,14 @@ class Worker:
                                         ' leaving them', len(self.connections),
                                         config.graceful_timeout)
                         return
-                for key, _ in self.selector.select(0.1 if self.stopping else 1.0):
+                wait = 0.1 if self.stopping else 1.0
+                if self._resume_accepting_at:
+                    wait = self._resume_accepting(wait)
+                for key, _ in self.selector.select(wait):
                     data = key.data
                     if data is _ACCEPT:
+                        if self._resume_accepting_at:
+                            continue    # paused a moment ago, by another listener's failure
                         # Under load more connections wait in the backlog:
                         # taking them now spares a select() per connection.
                         # Bounded, so that connections in the selector
@@ -347,8 +347,12 @@ class Worker:
         except (InterruptedError, ConnectionAbortedError):
             return True     # the peer gave up: there may be more
         except OSError as error:
-            log.error('accept() failed: %s', error)
+            if error.errno in NEW_CONNECTION_FAILED:
+                return True
+            self._pause_accepting(error)
             return False
+        if self._backoff.pause:
+            self._backoff.succeeded()
         if self.allowed_peers is not None and family != socket.AF_UNIX:
             if not peer_allowed(address, self.allowed_peers):
                 log.warning('connection from %s refused: not in %s', address[0],
@@ -392,6 +396,32 @@ class Worker:
         if not threaded:
             self._count_pending(conn)
         return True
+
+    def _pause_accepting(self, error):
+        """accept() failed, most likely for want of file descriptors: the
+        listening sockets stay readable, so they leave the selector for a
+        while (AcceptBackoff) rather than spin the worker; the connections
+        it has are served meanwhile."""
+        now = time.monotonic()
+        pause = self._backoff.failed(error, now, len(self.connections))
+        self._resume_accepting_at = now + pause
+        for listener in self.listeners:
+            try:
+                self.selector.unregister(listener)
+            except (KeyError, ValueError):
+                pass
+
+    def _resume_accepting(self, wait):
+        """The listening sockets back in the selector once their pause is
+        over (not when stopping); how long select() may wait meanwhile."""
+        left = self._resume_accepting_at - time.monotonic()
+        if left > 0 and not self.stopping:
+            return min(wait, left)
+        self._resume_accepting_at = 0.0
+        if not self.stopping:
+            for listener in self.listeners:
+                self.selector.register(listener, selectors.EVENT_READ, _ACCEPT)
+        return wait
 
     def _serve(self, conn, slot):
         conn.on_request = self._on_request[slot]
