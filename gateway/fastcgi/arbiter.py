@@ -493,6 +493,11 @@ class Arbiter:
     # -- reload, timeouts, stop ---------------------------------------------------
 
     def _reload(self):
+        if self.config.preload:
+            from .preload import reload_preloaded
+            log.info('SIGHUP: importing the application again in the arbiter (--preload)')
+            if not reload_preloaded(self.config):
+                return
         self.generation += 1
         self._reloading = True
         count = sum(1 for w in self.workers.values() if not w.retiring)
