@@ -30,6 +30,7 @@ from ..handlers.base import describe_request
 from . import protocol as fcgi
 from .config import serves_in_several_processes
 from .connection import CLOSED, ServedConnection
+from .accesslog import flush_all
 from .limits import NEW_CONNECTION_FAILED, AcceptBackoff
 from .logfiles import reopen_all
 from .slowlog import SlowLog, frame_of, watch_slow_requests
@@ -75,6 +76,8 @@ class Worker:
         self.heartbeat = heartbeat
         self.slow_log = SlowLog(config.slow_log)
         self._slow_watch = watch_slow_requests(self)    # may give it a heartbeat: first
+        if config.access_log is not None and config.threads > 1:
+            config.access_log.threaded()
         self.values = server_values(config, max(config.workers, 1))
         self.multiprocess = serves_in_several_processes(config)
         allowed = allowed_peers(config.web_server_addrs)
@@ -242,6 +245,7 @@ class Worker:
                         self._drain_wake()
                         if self.logs_to_reopen:
                             self.logs_to_reopen = False
+                            flush_all()     # what the old file is owed goes there
                             reopen_all(f'worker (pid {os.getpid()})')
                     elif threaded:
                         self.selector.unregister(data.sock)
@@ -254,7 +258,10 @@ class Worker:
                 if now >= next_sweep:
                     self._close_idle(now)
                     next_sweep = now + 1.0
+                    if config.access_log is not None:
+                        config.access_log.flush_if_due(time.time())
         finally:
+            flush_all()
             if self._slow_watch is not None:
                 self._slow_watch.stop()
             for _ in self._threads:
@@ -643,8 +650,9 @@ def stop_on_signals(worker, in_child):
 
 
 def flush_and_exit(status):
-    """End this process now, its log and standard streams flushed."""
+    """End this process now, its logs and standard streams flushed."""
     try:
+        flush_all()
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
