@@ -23,6 +23,18 @@ Arbiter signals:
     a worker's death  a new one at once; with a growing back-off when new
                       workers keep dying before they are ready
 
+A worker that leaves while others stay (replaced by a reload, recycled by
+--max-requests, replaced after --timeout) hands the connections it holds to
+one that stays, through the arbiter (handover.py), so that a web server
+reusing connections never has one closed under a request it is writing.
+
+A worker that has not loaded the application within ``boot_timeout`` of its
+fork (an import waiting on a database, say) is killed, whoever spawned it,
+and the Python traceback its faulthandler wrote into the report pipe tells
+where the import was stuck: at start the server exits 1, during a reload
+the reload is abandoned and the old workers keep serving, a replacement is
+retried with the usual back-off.
+
 A request running longer than ``timeout`` gets its worker replaced. The
 arbiter sees request start times in a Heartbeat shared with each worker,
 starts a replacement and sends the worker TIMEOUT_SIGNAL. The worker's main
@@ -43,6 +55,8 @@ import select
 import signal
 import time
 
+from . import handover
+from .boot import boot_deadline, hung_boots, why_it_hung
 from .config import TIMEOUT_GRACE
 from .logfiles import reopen_all
 from .pool import POOL_CHECK, Pool, listen_queue, resident_mib
@@ -124,7 +138,7 @@ class Heartbeat:
 class WorkerProcess:
     """The arbiter's record of one forked worker."""
 
-    def __init__(self, number, pid, generation, heartbeat, report_fd):
+    def __init__(self, number, pid, generation, heartbeat, report_fd, boot_deadline=0.0):
         self.number = number
         self.pid = pid
         self.generation = generation    # a SIGHUP makes older generations stale
@@ -138,6 +152,8 @@ class WorkerProcess:
         self.kill_at = 0.0              # when to SIGKILL it; 0: not planned
         self.replace_because = None     # why a fresh worker is to replace it (--max-rss, ...)
         self.logs_opened = 0            # the arbiter's reopen count when it was forked
+        self.boot_deadline = boot_deadline  # not ready by then: killed; 0: no limit
+        self.boot_timed_out = False
 
     def __str__(self):
         return f'worker {self.number} (pid {self.pid})'
@@ -211,6 +227,7 @@ class Arbiter:
         self._busy_peak = 0                     # the most workers seen busy in it
         self._wake_r = self._wake_w = None
         self._alive_r = self._alive_w = None
+        self._relay = handover.Relay() if handover.available() else None
         self._saved_signals = {}
         self._saved_wakeup_fd = -1
         self._logs_reopened = 0         # SIGUSR1s so far
@@ -233,11 +250,16 @@ class Arbiter:
                 self._sleep(self._sleep_time())
                 self._handle_signals()
                 self._reap()
+                self._check_boots()
                 self._check_timeouts()
                 self._check_replacements()
                 self._adjust_pool()
+                if self._relay is not None:
+                    self._relay.pass_on(self.workers.values(), self.generation)
             self._stop_workers()
         finally:
+            if self._relay is not None:
+                self._relay.close()
             self._kill_all()
             for listener in self.listeners:
                 listener.close()
@@ -302,17 +324,24 @@ class Arbiter:
         for worker in self.workers.values():
             if worker.kill_at:
                 wait = min(wait, worker.kill_at - time.monotonic())
+            if worker.boot_deadline and not worker.ready and not worker.boot_timed_out:
+                wait = min(wait, worker.boot_deadline - time.monotonic())
+        if self._relay is not None and self._relay.held:
+            wait = min(wait, 0.05)  # a worker's queue was full, or none was ready
         return max(wait, 0.0)
 
     def _sleep(self, timeout):
         """Wait for a signal, a worker's report, or *timeout*."""
         booting = {w.report_fd: w for w in self.workers.values() if w.report_fd is not None}
+        relayed = {} if self._relay is None else self._relay.fds()
         try:
-            readable = select.select([self._wake_r, *booting], [], [], timeout)[0]
+            readable = select.select([self._wake_r, *booting, *relayed], [], [], timeout)[0]
         except InterruptedError:
             readable = []
         for fd in readable:
-            if fd == self._wake_r:
+            if fd in relayed:
+                self._relay.receive(relayed[fd])
+            elif fd == self._wake_r:
                 try:
                     while os.read(self._wake_r, 4096):
                         pass
@@ -378,6 +407,7 @@ class Arbiter:
     def _spawn(self):
         config = self.config
         heartbeat = Heartbeat(config.threads)
+        pair = None if self._relay is None else self._relay.new_pair()
         report_r, report_w = os.pipe()
         number = next(self._numbers)
         # Blocked across the fork, so the child cannot run the arbiter's
@@ -390,17 +420,21 @@ class Arbiter:
             os.close(report_r)
             os.close(report_w)
             heartbeat.close()
+            for end in pair or ():
+                end.close()
             log.error('cannot fork a worker: %s; trying again in 1s', error)
             self._respawn_at = time.monotonic() + 1.0
             return
         if pid == 0:
             os.close(report_r)
-            self._become_worker(number, heartbeat, report_w)    # never returns
+            self._become_worker(number, heartbeat, report_w, pair)     # never returns
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+        if pair is not None:
+            self._relay.add(pid, pair)
         os.close(report_w)
         os.set_blocking(report_r, False)
         worker = self.workers[pid] = WorkerProcess(number, pid, self.generation, heartbeat,
-                                                   report_r)
+                                                   report_r, boot_deadline(config))
         worker.logs_opened = self._logs_reopened
         log.debug('worker %d spawned (pid %d)', number, pid)
 
@@ -426,6 +460,8 @@ class Arbiter:
             except ChildProcessError:
                 reaped, status = pid, 0
             if reaped:
+                if self._relay is not None:
+                    self._relay.drop(pid)
                 self._exited(self.workers.pop(pid), status)
 
     def _exited(self, worker, status):
@@ -433,7 +469,7 @@ class Arbiter:
             self._reported(worker)
         worker.close()
         code, how = _how_it_ended(status)
-        if not worker.ready:
+        if not worker.ready and not self._stopping:
             self._boot_failed(worker, how)
         elif worker.timed_out:
             log.info('%s %s after --timeout; a fresh worker replaces it', worker, how)
@@ -447,12 +483,12 @@ class Arbiter:
 
     def _boot_failed(self, worker, how):
         report = bytes(worker.report)
-        if report[:1] == b'E':
+        if worker.boot_timed_out:
+            why = why_it_hung(worker, self.config.boot_timeout)
+        elif report[:1] == b'E':
             why = report[1:].decode('utf-8', 'replace').rstrip()
         else:
             why = f'{worker} {how} before it was ready'
-        if self._stopping:
-            return
         self._boot_failures += 1
         if worker.generation == self.generation and self._reloading:
             # The old workers still run the code that worked: keep them.
@@ -504,6 +540,11 @@ class Arbiter:
         note = '' if self.config.app else ' (the application object is reused, not re-imported)'
         log.info('SIGHUP: reloading, replacing %d worker%s one at a time%s', count,
                  's' * (count != 1), note)
+
+    def _check_boots(self):
+        # Past --boot-timeout: killed; _reap then logs why (boot.py).
+        for worker in list(hung_boots(self.workers.values(), time.monotonic())):
+            self._kill(worker, signal.SIGKILL)
 
     def _check_timeouts(self):
         timeout = self.config.timeout
@@ -608,6 +649,9 @@ class Arbiter:
         else:
             log.info('shutting down now')
             deadline = time.monotonic() + FAST_STOP_WAIT
+        if self._relay is not None:
+            # Nobody stays to take connections: the workers close theirs.
+            self._relay.close()
         for worker in self.workers.values():
             self._kill(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
         # The workers have stopped accepting; the arbiter's copies go too, so
@@ -642,7 +686,7 @@ class Arbiter:
 
     # -- the child side of the fork ---------------------------------------------
 
-    def _become_worker(self, number, heartbeat, report_w):
+    def _become_worker(self, number, heartbeat, report_w, pair):
         """In the child: drop what is the arbiter's, then live as a worker
         (worker.py); never returns."""
         status = 1
@@ -653,8 +697,9 @@ class Arbiter:
             for worker in self.workers.values():
                 worker.close()
             self.workers.clear()
+            end = None if pair is None else self._relay.child_side(pair)
             status = run_worker_process(self.config, [l.sock for l in self.listeners],
-                                        heartbeat, report_w, self._alive_r, _HANDLED)
+                                        heartbeat, report_w, self._alive_r, _HANDLED, end)
         except BaseException:
             try:
                 log.exception('worker %d crashed', number)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from support.load import Load
+from support.replica_load import Load
 from support.webservers import free_port
 
 from .conftest import IMAGE_PREFIX, REPO, wait_until

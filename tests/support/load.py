@@ -1,147 +1,78 @@
-"""A bounded load through a web server on loopback: client threads sending GET
-and POST requests in turn until told to stop (or a request count or a time
-limit is reached), each answer checked and recorded with the replica that
-gave it (a response header the front sets).
+"""A POST load from wrk, for the tests that change workers under load: wrk
+runs until stop() (SIGINT: wrk then reports what it did so far) or its -d
+bound, whichever comes first, and its report is read whole (the count of
+requests, non-2xx answers and socket errors by kind). bench/reload_bench.py
+runs the same script."""
 
-GET alone would hide losses: a web server retries an idempotent request on
-another replica when one fails, never a POST whose body it has sent. Each
-POST carries a body of its own, and its echo must come back unchanged.
-"""
+import json
+import os
+import shutil
+import signal
+import subprocess
 
-import threading
-import time
-from collections import Counter, namedtuple
+from support.helpers import unavailable
 
-from .webservers import http_request
+# The body is sent with every request; done() writes wrk's figures whole,
+# as one JSON line (its own report rounds them).
+POST_LUA = r'''
+wrk.method = "POST"
+wrk.body = string.rep("field=value&", %(repeat)d)
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK-JSON {"requests": %%d, "us": %%d, "non2xx": %%d, ' ..
+    '"connect": %%d, "read": %%d, "write": %%d, "timeout": %%d}\n',
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout))
+end
+'''
 
-# One request: when it was sent and answered (time.monotonic()), its method,
-# whether it succeeded, the replica that answered (or None), how many the
-# front tried before it, and for a failure, why.
-Outcome = namedtuple('Outcome', 'started ended method ok replica passed_over reason')
+
+def write_post_script(path, body_repeat=40):
+    """wrk's Lua script for a POST of ``body_repeat`` x 12 bytes, at *path*."""
+    with open(path, 'w') as stream:
+        stream.write(POST_LUA % {'repeat': body_repeat})
+    return path
 
 
-class Load:
-    """``with Load(port) as load:`` runs ``clients`` threads against
-    ``port`` until the block ends, ``max_requests`` were sent or
-    ``max_seconds`` passed, whichever comes first."""
+def parse_report(output):
+    """wrk's figures from its output: requests, non2xx, socket_errors (the
+    sum of connect, read, write and timeout) and each kind, seconds."""
+    lines = [line for line in output.splitlines() if line.startswith('WRK-JSON ')]
+    if not lines:
+        raise AssertionError(f'no report from wrk:\n{output}')
+    figures = json.loads(lines[-1][len('WRK-JSON '):])
+    figures['seconds'] = figures.pop('us') / 1e6
+    figures['socket_errors'] = sum(figures[k] for k in ('connect', 'read', 'write', 'timeout'))
+    return figures
 
-    def __init__(self, port, *, clients=4, max_requests=40000, max_seconds=300,
-                 replica_header='x-gateway-replica', timeout=20):
-        self.port = port
-        self.clients = clients
-        self.max_requests = max_requests
+
+class PostLoad:
+    """``wrk -t1 -cCONNECTIONS`` POSTing to http://127.0.0.1:PORT/PATH for at
+    most *max_seconds*; stop() ends it and returns its figures."""
+
+    def __init__(self, directory, port, path, connections=32, max_seconds=90):
+        wrk = shutil.which('wrk')
+        if not wrk:
+            unavailable('wrk is not installed (scripts/test installs it)')
+        script = write_post_script(os.path.join(str(directory), 'post.lua'))
+        self.argv = [wrk, '-t1', f'-c{connections}', f'-d{max_seconds}s', '--timeout', '10s',
+                     '-s', script, f'http://127.0.0.1:{port}{path}']
         self.max_seconds = max_seconds
-        self.replica_header = replica_header
-        self.timeout = timeout
-        self.outcomes = []
-        self._lock = threading.Lock()
-        self._sent = 0
-        self._stop = threading.Event()
-        self._threads = []
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True)
 
-    # -- running -------------------------------------------------------------
-
-    def __enter__(self):
-        self._deadline = time.monotonic() + self.max_seconds
-        for number in range(self.clients):
-            thread = threading.Thread(target=self._client, args=(number,), daemon=True,
-                                      name=f'load-{number}')
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc_info):
-        self.stop()
+    def running(self):
+        return self.process.poll() is None
 
     def stop(self):
-        """Stop sending; wait for the requests in flight to be answered."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(self.timeout + 5)
-        assert not any(thread.is_alive() for thread in self._threads), 'a client hangs'
+        """End the load now; wrk's figures."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        output, _ = self.process.communicate(timeout=30)
+        return parse_report(output)
 
-    def _next_number(self):
-        with self._lock:
-            if self._sent >= self.max_requests or time.monotonic() >= self._deadline:
-                return None
-            self._sent += 1
-            return self._sent
-
-    def _client(self, client):
-        while not self._stop.is_set():
-            number = self._next_number()
-            if number is None:
-                return
-            if number % 2:
-                method, path, body = 'GET', f'/app/env?client={client}&n={number}', None
-            else:
-                method, path = 'POST', '/app/echo'
-                body = (f'client {client} request {number} ' * 64).encode()
-            started = time.monotonic()
-            replica, passed_over, reason = None, 0, None
-            try:
-                status, headers, answer = http_request(
-                    self.port, method, path, body=body, timeout=self.timeout,
-                    headers={'Content-Type': 'application/octet-stream'} if body else None)
-            except OSError as error:
-                reason = f'{type(error).__name__}: {error}'
-            else:
-                # nginx names each replica it tried, the one that answered last.
-                tried = [name.strip() for name in headers.get(self.replica_header, '').split(',')]
-                replica, passed_over = tried[-1] or None, len(tried) - 1
-                if status != 200:
-                    reason = f'status {status}: {answer[:200]!r}'
-                elif body is not None and answer != body:
-                    reason = f'echo of {len(body)} bytes came back as {len(answer)} other bytes'
-                elif body is None and f'"client={client}&n={number}"'.encode() not in answer:
-                    reason = f'the answer is not this request\'s: {answer[:200]!r}'
-            outcome = Outcome(started, time.monotonic(), method, reason is None, replica,
-                              passed_over, reason)
-            with self._lock:
-                self.outcomes.append(outcome)
-
-    # -- reading -------------------------------------------------------------
-
-    def snapshot(self):
-        with self._lock:
-            return list(self.outcomes)
-
-    def mark(self):
-        """A point in time for since(): now."""
-        return time.monotonic()
-
-    def since(self, mark):
-        """The outcomes of the requests sent after ``mark``."""
-        return [outcome for outcome in self.snapshot() if outcome.started >= mark]
-
-    def failures(self):
-        return [outcome for outcome in self.snapshot() if not outcome.ok]
-
-    def replicas_since(self, mark):
-        """{replica: requests answered} for the requests sent after ``mark``."""
-        return Counter(outcome.replica for outcome in self.since(mark) if outcome.ok)
-
-    def wait_for(self, condition, *, timeout, what):
-        """Poll ``condition(self)`` while the load runs; its true value, or
-        AssertionError when ``timeout`` s or the load's own limits pass first."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = condition(self)
-            if result:
-                return result
-            if time.monotonic() > deadline or not any(t.is_alive() for t in self._threads):
-                raise AssertionError(f'waited {timeout:g} s for {what}: {self.summary()}')
-            time.sleep(0.2)
-
-    def summary(self):
-        """Counts for a report: requests by method, answered, failed."""
-        outcomes = self.snapshot()
-        by_method = Counter(outcome.method for outcome in outcomes)
-        failed = [outcome for outcome in outcomes if not outcome.ok]
-        return {
-            'requests': len(outcomes), 'GET': by_method['GET'], 'POST': by_method['POST'],
-            'failed': len(failed), 'failed POST': sum(o.method == 'POST' for o in failed),
-            'replicas': len({o.replica for o in outcomes if o.ok}),
-            'passed over': sum(1 for o in outcomes if o.passed_over),
-            'first failures': [outcome.reason for outcome in failed[:5]],
-        }
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate(timeout=10)
