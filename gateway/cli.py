@@ -247,7 +247,11 @@ owner) can write there: a module written there would run in every new worker.
 
 Without --bind, the server uses what the web server left on fd 0: a listening
 socket (Apache mod_fcgid, spawn-fcgi, lighttpd), served by the usual workers,
-or one connection (IIS), served in this process one request at a time."""
+or one connection (IIS), served in this process one request at a time.
+
+Every option can also be set by an environment variable, named after it in
+brackets: GATEWAY_ and the option's name in capitals, dashes as underscores
+(GATEWAY_MAX_REQUESTS=1000). The command line wins over the variable."""
 
 EPILOG = """\
 signals (to the arbiter):
@@ -312,6 +316,7 @@ def _check_mount_point(text):
 
 
 _bind = _checked_by(_check_bind)
+
 _mount_point = _checked_by(_check_mount_point)
 
 
@@ -374,17 +379,12 @@ def build_parser():
     """The argument parser of ``gateway fastcgi``."""
     import argparse
 
-    from .apploader import env_flag
+    from .environment_options import EnvironmentParser
     from .fastcgi.config import TIMEOUT_GRACE, Config
 
-    class Parser(argparse.ArgumentParser):
-        def error(self, message):
-            # One line, not a usage dump: the interesting part is the message.
-            self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
-
     defaults = Config()
-    parser = Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
-                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = EnvironmentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add('app', nargs='?', metavar='MODULE:CALLABLE',
         help='the WSGI application (default: $GATEWAY_APP)')
@@ -400,14 +400,14 @@ def build_parser():
         setting = flags[-1][2:].replace('-', '_')
         add(*flags, type=_number(kind, minimum, what), default=getattr(defaults, setting),
             metavar=metavar, help=text % {'grace': TIMEOUT_GRACE} if '%(grace)' in text else text)
-    add('--roles', type=_roles, default=os.environ.get('GATEWAY_ROLES') or 'responder',
+    add('--roles', type=_roles, default='responder',
         metavar='LIST',
         help='the FastCGI roles served, comma-separated: responder, authorizer (Apache '
              "mod_authnz_fcgi). One application answers both and tells them apart by "
              "environ['FCGI_ROLE']; an AUTHORIZER request answered 200 is let through, its "
              'Variable-NAME headers set NAME for the protected resource, any other answer goes '
              'to the client. Serve authorizer only for an application written for it: any 200 '
-             "grants access (default: $GATEWAY_ROLES, else responder)")
+             "grants access (default: responder)")
     add('--fcgi-stderr', action='store_true',
         help="send wsgi.errors to the web server as FCGI_STDERR records (its error log) instead "
              "of this server's log (default: off; nginx logs every such record as an error)")
@@ -423,25 +423,23 @@ def build_parser():
              'and +x on every parent directory')
     add('--unix-group', default=None, metavar='GROUP',
         help="group (name or id) of unix sockets, e.g. the web server's (default: ours)")
-    add('--chdir', default=os.environ.get('GATEWAY_CHDIR') or None, metavar='DIR',
+    add('--chdir', default=None, metavar='DIR',
         help='change to DIR before binding and loading the application; DIR goes first on '
-             'sys.path, writable or not: naming it is the choice (default: $GATEWAY_CHDIR, '
-             'else stay)')
+             'sys.path, writable or not: naming it is the choice (default: stay)')
     add('--iis', action='store_true',
-        default=env_flag('GATEWAY_IIS'),
         help="undo IIS's PATH_INFO, which repeats SCRIPT_NAME when allowPathInfo is off, as "
-             'IISCGIHandler does (default: off; $GATEWAY_IIS=1 turns it on)')
-    add('--script-name', type=_mount_point, default=os.environ.get('GATEWAY_SCRIPT_NAME') or None,
+             'IISCGIHandler does (default: off)')
+    add('--script-name', type=_mount_point, default=None,
         metavar='PREFIX',
         help='the application is mounted at the URL path PREFIX, for web servers that do not '
              'split the path there (h2o, Caddy without split, HAProxy without path-info, an IIS '
              'wildcard mapping): a request under PREFIX gets SCRIPT_NAME=PREFIX and the rest as '
              'PATH_INFO, whatever the web server sent; any other path is answered 404 without '
              'calling the application. PREFIX is a decoded path ("/my app"), "/" the root '
-             '(default: $GATEWAY_SCRIPT_NAME, else as the web server splits)')
-    add('--log-file', default=os.environ.get('GATEWAY_LOG') or None, metavar='FILE',
+             '(default: as the web server splits)')
+    add('--log-file', default=None, metavar='FILE', legacy_variable='GATEWAY_LOG',
         help="append the server's log and wsgi.errors to FILE instead of stderr (default: "
-             '$GATEWAY_LOG, else stderr; under IIS, which keeps no stderr, give one)')
+             'stderr; under IIS, which keeps no stderr, give one)')
     add('--log-level', default=defaults.log_level, type=str.lower,
         choices=('debug', 'info', 'warning', 'error', 'critical'),
         help='log verbosity, on stderr (default: %(default)s)')
@@ -510,7 +508,8 @@ def fastcgi_main(argv=None):
     try:
         transports.allowed_peers(args.web_server_addrs)
     except ValueError as error:
-        return _fail(2, str(error))
+        source = parser.source_of('web_server_addrs', args)
+        return _fail(2, str(error).replace('--web-server-addrs', source, 1))
     if 0 < args.max_pending_params < args.max_params_size:
         return _fail(2, f'--max-pending-params {args.max_pending_params} is below '
                         f'--max-params-size {args.max_params_size}: a request with PARAMS that '

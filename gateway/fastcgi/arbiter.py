@@ -2,7 +2,7 @@
 
 The arbiter opens nothing but the listening sockets and never imports the
 application: it forks workers and keeps ``config.workers`` of them serving,
-watching them from outside (their reports, their exit, the Heartbeat of
+watching them from outside (their reports, their exit, the scoreboard of
 their requests). What a worker does once forked (loading the application,
 its signals, serving, answering a timeout) is worker.py's; which mode runs
 (this arbiter, one process, IIS's one connection) is server.py's.
@@ -19,7 +19,8 @@ Arbiter signals:
                       workers keep dying before they are ready
 
 A request running longer than ``timeout`` gets its worker replaced. The
-arbiter sees request start times in a Heartbeat shared with each worker,
+arbiter sees request start times in the scoreboard it shares with the
+workers (scoreboard.py, which the status page reads too),
 starts a replacement and sends the worker TIMEOUT_SIGNAL. The worker's main
 thread, where Python runs signal handlers (with one thread, the very one
 stuck in the application), stops accepting, answers each overdue request
@@ -32,16 +33,16 @@ close.
 
 import itertools
 import logging
-import mmap
 import os
 import select
 import signal
 import time
 
 from .config import TIMEOUT_GRACE
+from .scoreboard import READY, STOPPING, TIMED_OUT, Scoreboard
 from .worker import FAST_STOP, TIMEOUT_SIGNAL, flush_and_exit, run_worker_process
 
-__all__ = ['Arbiter', 'Heartbeat']
+__all__ = ['Arbiter']
 
 log = logging.getLogger('gateway')
 
@@ -59,45 +60,6 @@ _HANDLED = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGINT', 'SIGQUI
 # What the arbiter knows about each worker
 # ---------------------------------------------------------------------------
 
-class Heartbeat:
-    """When each thread of one worker started the request it is running.
-
-    A shared anonymous mapping, one float per thread: the worker writes
-    ``time.monotonic()`` when a request starts and 0 when it ends, the
-    arbiter reads. These writes sit on every request, so each is a single
-    aligned 8-byte store (a fraction of a microsecond), never a syscall.
-    """
-
-    __slots__ = ('_map', '_slots')
-
-    def __init__(self, threads):
-        self._map = mmap.mmap(-1, 8 * max(threads, 1))
-        self._slots = memoryview(self._map).cast('d')
-
-    def started(self, slot, _now=time.monotonic):
-        self._slots[slot] = _now()
-
-    def finished(self, slot):
-        self._slots[slot] = 0.0
-
-    def longest_running(self, now):
-        """``(slot, seconds)`` of the oldest request in progress, or None."""
-        oldest = None
-        for slot, began in enumerate(self._slots):
-            if began and (oldest is None or began < oldest[1]):
-                oldest = (slot, began)
-        return None if oldest is None else (oldest[0], now - oldest[1])
-
-    def overdue(self, now, timeout):
-        """``[(slot, seconds)]`` of the requests in progress for longer than *timeout*."""
-        return [(slot, now - began) for slot, began in enumerate(self._slots)
-                if began and now - began > timeout]
-
-    def close(self):
-        self._slots.release()
-        self._map.close()
-
-
 class WorkerProcess:
     """The arbiter's record of one forked worker."""
 
@@ -105,7 +67,7 @@ class WorkerProcess:
         self.number = number
         self.pid = pid
         self.generation = generation    # a SIGHUP makes older generations stale
-        self.heartbeat = heartbeat
+        self.heartbeat = heartbeat      # its scoreboard record
         self.report_fd = report_fd      # the child writes b'R' (ready) or b'E' + why not
         self.report = bytearray()
         self.ready = False
@@ -137,7 +99,6 @@ class WorkerProcess:
         if self.report_fd is not None:
             os.close(self.report_fd)
             self.report_fd = None
-        self.heartbeat.close()
 
 
 def _how_it_ended(status):
@@ -169,6 +130,8 @@ class Arbiter:
         self.listeners = list(listeners)
         self.hup_stops = hup_stops
         self.workers = {}               # pid -> WorkerProcess
+        # Made before any fork, so that every worker shares it.
+        self.scoreboard = Scoreboard.for_config(config)
         self.generation = 0
         self.stop_signal = None
         self._numbers = itertools.count(1)
@@ -202,6 +165,7 @@ class Arbiter:
                 self._handle_signals()
                 self._reap()
                 self._check_timeouts()
+                self.scoreboard.sample(self.listeners)
             self._stop_workers()
         finally:
             self._kill_all()
@@ -306,9 +270,9 @@ class Arbiter:
 
     def _spawn(self):
         config = self.config
-        heartbeat = Heartbeat(config.threads)
-        report_r, report_w = os.pipe()
         number = next(self._numbers)
+        heartbeat = self.scoreboard.claim(number, self.generation)
+        report_r, report_w = os.pipe()
         # Blocked across the fork, so the child cannot run the arbiter's
         # handlers before it has put its own in place.
         signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
@@ -318,7 +282,7 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
             os.close(report_r)
             os.close(report_w)
-            heartbeat.close()
+            self.scoreboard.release(heartbeat)
             log.error('cannot fork a worker: %s; trying again in 1s', error)
             self._respawn_at = time.monotonic() + 1.0
             return
@@ -326,6 +290,7 @@ class Arbiter:
             os.close(report_r)
             self._become_worker(number, heartbeat, report_w)    # never returns
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+        heartbeat.set_header(pid=pid)
         os.close(report_w)
         os.set_blocking(report_r, False)
         self.workers[pid] = WorkerProcess(number, pid, self.generation, heartbeat, report_r)
@@ -336,6 +301,8 @@ class Arbiter:
         if worker.report[:1] != b'R':
             return      # it is dying; _reap tells the story
         worker.ready = True
+        if not worker.retiring:
+            worker.heartbeat.set_header(state=READY)
         self._ever_ready = True
         self._boot_failures = 0
         log.info('worker %d booted (pid %d)', worker.number, worker.pid)
@@ -357,6 +324,9 @@ class Arbiter:
         if worker.read_report() and not worker.ready:
             self._reported(worker)
         worker.close()
+        self.scoreboard.release(worker.heartbeat)
+        if not self._stopping:
+            self.scoreboard.count('worker_restarts')
         code, how = _how_it_ended(status)
         if not worker.ready:
             self._boot_failed(worker, how)
@@ -406,6 +376,7 @@ class Arbiter:
 
     def _retire(self, worker, reason):
         worker.retiring = True
+        worker.heartbeat.set_header(state=STOPPING)
         log.info('%s %s; stopping it gracefully', worker, reason)
         self._kill(worker, signal.SIGTERM)
 
@@ -440,6 +411,9 @@ class Arbiter:
             running = worker.heartbeat.longest_running(now)
             if running and running[1] > timeout:
                 worker.timed_out = True
+                worker.heartbeat.set_header(state=TIMED_OUT)
+                self.scoreboard.count('timed_out_requests',
+                                      len(worker.heartbeat.overdue(now, timeout)))
                 # Replaced at once (_maintain), not when it is gone.
                 worker.retiring = True
                 log.error('%s: a request has run for %.1fs, longer than --timeout %gs '
@@ -509,6 +483,7 @@ class Arbiter:
             except ChildProcessError:
                 pass
             worker.close()
+            self.scoreboard.release(worker.heartbeat)
         self.workers.clear()
 
     # -- the child side of the fork ---------------------------------------------

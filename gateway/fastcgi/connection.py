@@ -152,7 +152,8 @@ class ServedConnection:
         self.multithread = multithread
         self.multiprocess = multiprocess
         self.overloaded = overloaded
-        self.on_request = on_request    # called (started: bool) around each request
+        # Called around each request: with its PARAMS when it starts, None when it ends.
+        self.on_request = on_request
         # Where the peer may rightly stay silent between requests (the
         # single IIS connection), only a request in progress times out.
         self.timeout = config.read_timeout if idle_timeout and config.read_timeout else None
@@ -313,7 +314,7 @@ class ServedConnection:
                                  self.role)
         on_request = self.on_request
         if on_request is not None:
-            on_request(True)
+            on_request(params)
         try:
             handler.run(self.app)
         except OSError as error:
@@ -332,7 +333,7 @@ class ServedConnection:
             self.channel = None
             self.served += 1
             if on_request is not None:
-                on_request(False)
+                on_request(None)
         if self.state is CLOSED:    # the web server hung up or went silent
             return
         state = channel.state

@@ -20,6 +20,7 @@ from typing import NamedTuple, Optional
 from . import listeners as transports
 from . import protocol as fcgi
 from .connection import ServedConnection
+from .scoreboard import READY, Scoreboard
 from .worker import FAST_STOP, Worker, server_values, stop_on_signals
 
 __all__ = ['serve', 'serve_in_process', 'serve_one_connection', 'serve_stream', 'Outcome',
@@ -108,7 +109,11 @@ def serve_in_process(config, listeners, hup_stops=False):
              + ((signal.SIGHUP,) if hasattr(signal, 'SIGHUP') else ())}
     try:
         app = config.load_application()
-        worker = Worker([l.sock for l in listeners], app, config, heartbeat=None)
+        # A scoreboard of one record: the status page reads it as under an arbiter.
+        scoreboard = Scoreboard(1, config.threads)
+        record = scoreboard.claim(1)
+        record.set_header(pid=os.getpid(), state=READY)
+        worker = Worker([l.sock for l in listeners], app, config, heartbeat=record)
         stop_on_signals(worker, in_child=False)
 
         def on_hup(signum, frame):

@@ -55,7 +55,10 @@ def server_values(config, processes):
 
 
 class Worker:
-    """Serves FastCGI connections from *listeners* until stopped."""
+    """Serves FastCGI connections from *listeners* until stopped.
+
+    *heartbeat* is this worker's scoreboard record (scoreboard.WorkerRecord),
+    told when each thread starts and ends a request; None: nobody watches."""
 
     def __init__(self, listeners, app, config, heartbeat=None):
         self.listeners = list(listeners)
@@ -86,17 +89,20 @@ class Worker:
         self._accepting = {}            # listener -> how to accept on it (see _accept)
 
     def _request_callback(self, slot):
-        heartbeat = self.heartbeat
         counts = self._counts
+        if self.heartbeat is None:
+            def on_request(params):
+                if params is None:
+                    counts[slot] += 1
+            return on_request
+        started, finished = self.heartbeat.started, self.heartbeat.finished
 
-        def on_request(started):
-            if started:
-                if heartbeat is not None:
-                    heartbeat.started(slot)
+        def on_request(params):
+            if params is not None:
+                started(slot, params)
             else:
                 counts[slot] += 1
-                if heartbeat is not None:
-                    heartbeat.finished(slot)
+                finished(slot)
         return on_request
 
     # -- control ------------------------------------------------------------
@@ -160,6 +166,8 @@ class Worker:
                                           name=f'fastcgi-{slot}')
                 thread.start()
                 self._threads.append(thread)
+        if self.heartbeat is not None:
+            self.heartbeat.start_publishing()
         next_sweep = time.monotonic() + 1.0
         deadline = None
         try:
@@ -201,6 +209,8 @@ class Worker:
                     self._close_idle(now)
                     next_sweep = now + 1.0
         finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop_publishing()
             for _ in self._threads:
                 self._work.put(None)
             for conn in list(self.connections):
