@@ -34,7 +34,7 @@ import threading
 import time
 
 __all__ = ['Scoreboard', 'WorkerRecord', 'FREE', 'STARTING', 'READY', 'STOPPING', 'TIMED_OUT',
-           'listen_queue', 'rss_bytes', 'PUBLISH_INTERVAL']
+           'accept_queues', 'rss_bytes', 'PUBLISH_INTERVAL']
 
 PUBLISH_INTERVAL = 0.25     # seconds between two copies of a worker's slots into the mapping
 
@@ -51,9 +51,11 @@ _POOL = struct.Struct('<d%dq' % len(POOL_COUNTERS))      # start time (wall), th
 _POOL_SIZE = 128
 
 # A record's header: pid, number, state, generation, start time (wall);
-# then what the worker counts: slow requests.
+# then what the worker writes: its slow requests, and 1 once it asks to be
+# replaced (--max-requests reached).
 _HEAD = struct.Struct('<qqqqd')
 _WORKER_COUNTS = struct.Struct('<q')
+_REPLACE_ME = struct.Struct('<q')
 _HEAD_SIZE = 64
 
 # A thread's slot: the monotonic start time of its request in progress (0:
@@ -63,7 +65,7 @@ _PUBLISHED = struct.Struct('<ddddqq%ds%ds' % (METHOD_BYTES, URI_BYTES))
 _SLOT_SIZE = 8 + 312
 _MONO = struct.Struct('<d')
 
-assert _POOL.size <= _POOL_SIZE and _HEAD.size + _WORKER_COUNTS.size <= _HEAD_SIZE
+assert _POOL.size <= _POOL_SIZE and _HEAD.size + 16 <= _HEAD_SIZE
 assert 8 + _PUBLISHED.size <= _SLOT_SIZE and _SLOT_SIZE % 8 == 0 and _HEAD_SIZE % 8 == 0
 
 
@@ -123,6 +125,14 @@ class WorkerRecord:
         """One more request of this worker ran past --slow-request."""
         at = self._base + _HEAD.size
         _WORKER_COUNTS.pack_into(self._map, at, _WORKER_COUNTS.unpack_from(self._map, at)[0] + 1)
+
+    def ask_replacement(self):
+        """The worker is done (--max-requests): the arbiter starts a fresh
+        one, and stops this one once that one is ready."""
+        _REPLACE_ME.pack_into(self._map, self._base + _HEAD.size + 8, 1)
+
+    def replacement_asked(self):
+        return bool(_REPLACE_ME.unpack_from(self._map, self._base + _HEAD.size + 8)[0])
 
     # -- the worker's publisher -------------------------------------------------
 
@@ -329,7 +339,7 @@ class Scoreboard:
         turn of its loop): the maxima, and each time requests wait in the
         queue while every slot is busy ('max children reached')."""
         busy, total = self.busy_slots(), self.total_slots()
-        queued, limit = listen_queue(listeners)
+        queued, limit, _ = accept_queues(listeners)
         counters = self.counters()
         if busy > counters['max_active']:
             self._set('max_active', busy)
@@ -347,19 +357,21 @@ class Scoreboard:
         self._map.close()
 
 
-# tcp_info (linux/tcp.h): on a listening socket, tcpi_unacked (after 8
-# one-byte fields and four u32) is the accept queue's length now and
+# tcp_info (linux/tcp.h) on a listening socket: after eight one-byte fields
+# and four 32-bit ones, tcpi_unacked is the accept queue's length now and
 # tcpi_sacked its limit.
-_TCP_INFO_NOW_LIMIT = struct.Struct('=24xII')
+_ACCEPT_QUEUE = struct.Struct('=24xII')
 
 
-def listen_queue(listeners):
-    """``(connections waiting to be accepted, the queue's limit)`` summed
-    over the TCP listeners (Linux); unix sockets tell neither: 0."""
-    queued = limit = 0
+def accept_queues(listeners):
+    """``(connections waiting to be accepted, the queues' limit, whether
+    the kernel told)`` summed over the TCP listeners (Linux); a unix socket
+    tells neither."""
     option = getattr(socket, 'TCP_INFO', None)
     if option is None or not sys.platform.startswith('linux'):
-        return 0, 0
+        return 0, 0, False
+    waiting = limit = 0
+    told = False
     for listener in listeners:
         sock = getattr(listener, 'sock', listener)
         try:
@@ -368,11 +380,12 @@ def listen_queue(listeners):
             info = sock.getsockopt(socket.IPPROTO_TCP, option, 104)
         except OSError:
             continue
-        if len(info) >= _TCP_INFO_NOW_LIMIT.size:
-            now, most = _TCP_INFO_NOW_LIMIT.unpack_from(info)
-            queued += now
+        if len(info) >= _ACCEPT_QUEUE.size:
+            now, most = _ACCEPT_QUEUE.unpack_from(info)
+            waiting += now
             limit += most
-    return queued, limit
+            told = True
+    return waiting, limit, told
 
 
 def rss_bytes(pid, peak=False):
