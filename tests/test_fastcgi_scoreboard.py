@@ -119,9 +119,9 @@ def test_the_listen_queue_is_read_from_the_kernel():
     listener = _linux_listener(7)
     clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
     try:
-        assert scoreboard.listen_queue([listener]) == (3, 7)
+        assert scoreboard.accept_queues([listener]) == (3, 7, True)
         listener.accept()[0].close()
-        assert scoreboard.listen_queue([listener]) == (2, 7)
+        assert scoreboard.accept_queues([listener]) == (2, 7, True)
     finally:
         for sock in clients + [listener]:
             sock.close()
