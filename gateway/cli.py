@@ -16,6 +16,8 @@ USAGE = """\
 usage: gateway cgi [--iis] [--script-name PREFIX] [--chdir DIR] [--log-file FILE]
                    [MODULE:CALLABLE]
        gateway fastcgi MODULE:CALLABLE [options]   (see: gateway fastcgi --help)
+       gateway request ADDRESS PATH [options]      (see: gateway request --help)
+       gateway status ADDRESS [--json] [--full]
        python -m gateway ...
 
 Serve a WSGI application behind a web server.
@@ -53,6 +55,11 @@ Serve a WSGI application behind a web server.
             ever reaches the client.
 
   fastcgi   Run a supervised FastCGI server.
+
+  request   Send one FastCGI request to a running server and print the answer
+            (exit status 0 for 2xx): gateway request unix:/run/gateway/fastcgi.sock /ping
+
+  status    Print a running server's status page (its --status-path).
 """
 
 
@@ -224,6 +231,9 @@ def main(argv=None):
                              "request (GATEWAY_INTERFACE and REQUEST_METHOD are set)\n")
             return 2
         return fastcgi_main(rest)
+    if command in ('request', 'status'):
+        from .client_commands import main as client_main
+        return client_main(command, rest)
     sys.stderr.write(f"gateway: unknown command {command!r}\n\n{USAGE}")
     return 2
 
@@ -378,6 +388,7 @@ def build_parser():
 
     defaults = Config()
     from .cli_operations import SIGNALS_HELP, add_operations_options
+    from .cli_status import add_status_options
     parser = EnvironmentParser(prog=PROG, description=DESCRIPTION,
                                epilog=SIGNALS_HELP + '\n' + EPILOG,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -397,6 +408,7 @@ def build_parser():
         add(*flags, type=_number(kind, minimum, what), default=getattr(defaults, setting),
             metavar=metavar, help=text % {'grace': TIMEOUT_GRACE} if '%(grace)' in text else text)
     add_operations_options(add, defaults, _number)
+    add_status_options(add, _bind)
     add('--roles', type=_roles, default='responder',
         metavar='LIST',
         help='the FastCGI roles served, comma-separated: responder, authorizer (Apache '
@@ -516,6 +528,10 @@ def fastcgi_main(argv=None):
     operations, problem = operations_settings(args, workers)
     if problem:
         return _fail(2, problem)
+    from .cli_status import status_settings
+    own_answers, problem = status_settings(args, workers)
+    if problem:
+        return _fail(2, problem)
     _start_directory_on_path(os.getcwd())
     if args.chdir:
         try:
@@ -533,12 +549,15 @@ def fastcgi_main(argv=None):
         fcgi_stderr=args.fcgi_stderr, roles=args.roles,
         web_server_addrs=args.web_server_addrs, unix_mode=args.unix_mode,
         unix_group=args.unix_group, chdir=args.chdir, log_level=args.log_level, iis=args.iis,
-        script_name=args.script_name, **operations)
+        script_name=args.script_name, **operations, **own_answers)
     if config.workers and config.binds and not hasattr(os, 'fork'):
         return _fail(2, 'this system cannot fork workers: use --workers 0, or run under IIS '
                         '(no --bind: the connection on stdin)')
+    from .fastcgi.server import StatusBindError
     try:
         return serve(config).status
+    except StatusBindError as error:
+        return _fail(2, str(error))
     except transports.BindSyntaxError as error:
         return _fail(2, str(error))
     except transports.ListenError as error:

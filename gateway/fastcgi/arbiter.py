@@ -47,6 +47,7 @@ from .config import TIMEOUT_GRACE
 from .logfiles import reopen_all
 from .pool import POOL_CHECK, Pool, listen_queue, resident_mib
 from .scoreboard import READY, STOPPING, TIMED_OUT, Scoreboard
+from .status_listener import StatusListener
 from .worker import FAST_STOP, OPERATOR_SIGNALS, TIMEOUT_SIGNAL, flush_and_exit, run_worker_process
 
 __all__ = ['Arbiter']
@@ -135,13 +136,16 @@ class Arbiter:
     ended ``run()``.
     """
 
-    def __init__(self, config, listeners, hup_stops=False):
+    def __init__(self, config, listeners, hup_stops=False, status_listener=None):
         self.config = config
         self.listeners = list(listeners)
         self.hup_stops = hup_stops
         self.workers = {}               # pid -> WorkerProcess
         # Made before any fork, so that every worker shares it.
         self.scoreboard = Scoreboard.for_config(config)
+        # --status-bind: status and ping answered here, whatever the workers do.
+        self.status = None if status_listener is None else StatusListener(
+            status_listener, config, self.scoreboard, self.listeners)
         self.generation = 0
         self.stop_signal = None
         self._numbers = itertools.count(1)
@@ -191,6 +195,8 @@ class Arbiter:
             for listener in self.listeners:
                 listener.close()
                 listener.remove_socket_file()
+            if self.status is not None:
+                self.status.close()
             self._uninstall()
         log.info('arbiter stopped')
         return self._exit_status
@@ -256,12 +262,15 @@ class Arbiter:
     def _sleep(self, timeout):
         """Wait for a signal, a worker's report, or *timeout*."""
         booting = {w.report_fd: w for w in self.workers.values() if w.report_fd is not None}
+        status = self.status.fds() if self.status is not None else ()
         try:
-            readable = select.select([self._wake_r, *booting], [], [], timeout)[0]
+            readable = select.select([self._wake_r, *booting, *status], [], [], timeout)[0]
         except InterruptedError:
             readable = []
         for fd in readable:
-            if fd == self._wake_r:
+            if fd in status:
+                self.status.handle(fd)
+            elif fd == self._wake_r:
                 try:
                     while os.read(self._wake_r, 4096):
                         pass
@@ -269,6 +278,8 @@ class Arbiter:
                     pass
             elif booting[fd].read_report():
                 self._reported(booting[fd])
+        if self.status is not None:
+            self.status.sweep(time.monotonic())
 
     def _handle_signals(self):
         while self._signals:
@@ -613,6 +624,8 @@ class Arbiter:
             for worker in self.workers.values():
                 worker.close()
             self.workers.clear()
+            if self.status is not None:
+                self.status.close(in_child=True)
             status = run_worker_process(self.config, [l.sock for l in self.listeners],
                                         heartbeat, report_w, self._alive_r, _HANDLED)
         except BaseException:

@@ -83,12 +83,13 @@ class WorkerRecord:
     """
 
     __slots__ = ('_map', '_base', '_slots', '_marks', '_mark_at', '_current', '_ended',
-                 '_before', '_counts', '_shown', 'index', 'threads', '_stop')
+                 '_before', '_counts', '_shown', 'index', 'threads', '_stop', 'board')
 
     def __init__(self, mapping, base, threads, index):
         self._map = mapping
         self._base = base
         self.index = index              # in the scoreboard; None: a record of its own
+        self.board = None               # the Scoreboard it belongs to
         self.threads = threads
         self._slots = [base + _HEAD_SIZE + slot * _SLOT_SIZE for slot in range(threads)]
         # The start times, as one array of doubles over the whole mapping.
@@ -295,9 +296,11 @@ class Scoreboard:
             if record.header()[2] == FREE:
                 record.clear()
                 record.set_header(0, number, STARTING, generation, time.time())
+                record.board = self
                 return record
         own = WorkerRecord(mmap.mmap(-1, self._record_size), 0, self.threads, None)
         own.set_header(0, number, STARTING, generation, time.time())
+        own.board = self
         return own
 
     def release(self, record):

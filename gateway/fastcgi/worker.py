@@ -34,6 +34,7 @@ from .limits import NEW_CONNECTION_FAILED, AcceptBackoff
 from .logfiles import reopen_all
 from .slowlog import SlowLog, frame_of, watch_slow_requests
 from .peers import allowed_peers, peer_allowed
+from .status import own_paths
 
 log = logging.getLogger('gateway')
 
@@ -78,6 +79,7 @@ class Worker:
         self.heartbeat = heartbeat
         self.slow_log = SlowLog(config.slow_log)
         self._slow_watch = watch_slow_requests(self)    # may give it a heartbeat: first
+        self.own_paths = own_paths(config, self.heartbeat, self.listeners)
         self.values = server_values(config, max(config.workers, 1))
         self.multiprocess = serves_in_several_processes(config)
         allowed = allowed_peers(config.web_server_addrs)
@@ -386,6 +388,7 @@ class Worker:
                                 multiprocess=self.multiprocess,
                                 overloaded=bool(limit) and len(self.connections) >= limit,
                                 peer=address)
+        conn.own_paths = self.own_paths
         conn.last_active = time.monotonic()
         self.connections.add(conn)
         if not threaded:
