@@ -227,9 +227,11 @@ def status_main(argv):
     response, failed = exchange(prog, args.address, params, b'', args.timeout)
     if failed is not None:
         return failed
-    if response.status != 200:
-        sys.stderr.write(f'{prog}: {args.address} answered {response.status} for {args.path}: '
-                         f'is that its --status-path?\n')
+    # The application answers a path that is not --status-path, often 200.
+    if response.status != 200 or not response.body.startswith(
+            b'{"pool": ' if args.json else b'pool:'):
+        sys.stderr.write(f'{prog}: {args.address} answered {response.status} for {args.path}, '
+                         f'not with a status page: is that its --status-path?\n')
         return ANSWERED_OTHERWISE
     sys.stdout.buffer.write(response.body)
     sys.stdout.flush()

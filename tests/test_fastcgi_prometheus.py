@@ -48,9 +48,13 @@ scrape_configs:
     static_configs:
       - targets: ['{target}']
 """)
-        return super().start(['prometheus', f'--config.file={config}',
-                              f'--storage.tsdb.path={self.directory}/data',
-                              f'--web.listen-address=127.0.0.1:{self.port}'])
+        super().start(['prometheus', f'--config.file={config}',
+                       f'--storage.tsdb.path={self.directory}/data',
+                       f'--web.listen-address=127.0.0.1:{self.port}'])
+        # Listening comes before being ready (its storage opened): 503 until then.
+        wait_until(lambda: http_request(self.port, 'GET', '/-/ready')[0] == 200,
+                   what='Prometheus ready')
+        return self
 
     def query(self, expression):
         status, _, body = http_request(

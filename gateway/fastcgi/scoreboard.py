@@ -108,12 +108,39 @@ class WorkerRecord:
 
     # -- the worker's side, per request: a few stores -----------------------------
 
+    def request_callback(self, slot, counts=None):
+        """What the worker's connections call around each request of thread
+        *slot*: with its PARAMS when it starts, None when it ends. One
+        closure with everything bound, no call beyond the clocks': it runs
+        twice per request. *counts* (the worker's tally of requests ended,
+        per thread) gets its +1 here too, and is what ``publish`` reports."""
+        if counts is not None:
+            self._counts = counts
+        counts = self._counts
+        marks, at = self._marks, self._mark_at[slot]
+        current, ended, before = self._current, self._ended, self._before
+        mono, cpu = time.monotonic, time.thread_time
+
+        def on_request(params):
+            if params is not None:
+                marks[at] = mono()
+                current[slot] = params
+                return
+            began = marks[at]
+            if began:       # else already ended (and counted), by answer_overdue
+                before[slot] = ended[slot]
+                ended[slot] = (began, mono(), cpu())
+                marks[at] = 0.0
+                counts[slot] += 1
+        return on_request
+
     def started(self, slot, params, _mono=time.monotonic):
+        """A request starts on thread *slot* (outside the worker's loop)."""
         self._marks[self._mark_at[slot]] = _mono()
         self._current[slot] = params
-        self._counts[slot] += 1
 
     def finished(self, slot, _mono=time.monotonic, _cpu=time.thread_time):
+        """The request of thread *slot* has ended, or been answered for it."""
         at = self._mark_at[slot]
         began = self._marks[at]
         if not began:
@@ -121,6 +148,7 @@ class WorkerRecord:
         self._before[slot] = self._ended[slot]
         self._ended[slot] = (began, _mono(), _cpu())
         self._marks[at] = 0.0
+        self._counts[slot] += 1
 
     def count_slow(self):
         """One more request of this worker ran past --slow-request."""
@@ -143,8 +171,8 @@ class WorkerRecord:
         offset_to_wall = time.time() - time.monotonic()
         for slot, offset in enumerate(self._slots):
             params, ended, before = self._current[slot], self._ended[slot], self._before[slot]
-            count = self._counts[slot]
             began = self._marks[self._mark_at[slot]]
+            count = self._counts[slot] + (1 if began else 0)    # PHP-FPM counts it from its start
             state = (id(params), id(ended), count, began)
             if params is None or self._shown[slot] == state:
                 continue

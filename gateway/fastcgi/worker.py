@@ -124,15 +124,7 @@ class Worker(HandsOver):
                 if params is None:
                     counts[slot] += 1
             return on_request
-        started, finished = self.heartbeat.started, self.heartbeat.finished
-
-        def on_request(params):
-            if params is not None:
-                started(slot, params)
-            else:
-                counts[slot] += 1
-                finished(slot)
-        return on_request
+        return self.heartbeat.request_callback(slot, counts)
 
     # -- control ------------------------------------------------------------
 
