@@ -85,10 +85,9 @@ def status_parser():
 
 def _params(path, method, headers, body, extra):
     from .fastcgi.client import cgi_params
-    path, _, query = path.partition('?')
-    params = cgi_params(path, method=method, query=query, body=body,
-                        SERVER_SOFTWARE='gateway-request', REQUEST_URI=path + '?' * bool(query)
-                        + query)
+    url_path, _, query = path.partition('?')
+    params = cgi_params(url_path, method=method, query=query, body=body,
+                        SERVER_SOFTWARE='gateway-request', REQUEST_URI=path)
     for name, value in headers:
         key = name.upper().replace('-', '_')
         params[key if key in ('CONTENT_TYPE', 'CONTENT_LENGTH') else 'HTTP_' + key] = value
