@@ -217,3 +217,14 @@ def test_an_unusable_status_bind_starts_nothing(tmp_path):
     assert done.returncode == 2 and len(errors) == 1, done.stderr
     assert errors[0].startswith(f'gateway fastcgi: error: --status-bind: ') and str(port) in errors[0]
     assert 'booted' not in done.stderr.decode() and not pool_socket.exists()
+
+
+def test_one_process_without_an_arbiter_has_its_page_too():
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '0', '--threads', '2',
+                        *OWN]) as server:
+        address = server.address()
+        assert get(address, '/hello').status == 200
+        document = json.loads(_status(address, 'json&full').body)
+        assert document['total processes'] == 2 and len(document['processes']) == 2
+        assert {row['pid'] for row in document['processes']} == {server.proc.pid}
+        assert document['accepted conn'] >= 2     # /hello, and this request
