@@ -7,7 +7,7 @@
 #   docker build --target base   -t gateway-base .    # python3 + the gateway package
 #
 # Each web-server image serves the application at /app through the front
-# GATEWAY_FRONT names (nginx-cgi, nginx-fastcgi; apache-cgi, apache-proxy-fcgi,
+# GATEWAY_FRONT names (nginx-cgi, nginx-fastcgi, nginx-fastcgi-replicas; apache-cgi, apache-proxy-fcgi,
 # apache-fcgid; lighttpd-fastcgi, haproxy-fastcgi, caddy-fastcgi,
 # h2o-fastcgi); docker-compose.yml runs three of them together. Everything runs as an
 # unprivileged user, on a read-only root file system if wanted (tmpfs on /run
@@ -110,8 +110,8 @@ RUN apt-get update \
     && ln -s /dev/stderr /var/log/nginx/error.log \
     && ln -s /dev/stdout /var/log/nginx/access.log
 COPY nginx/nginx.conf /etc/nginx/nginx.conf
-COPY nginx/app-fastcgi.conf nginx/fastcgi-site.conf nginx/cgi-site.conf nginx/health.conf \
-    /etc/nginx/gateway/
+COPY nginx/app-fastcgi.conf nginx/fastcgi-site.conf nginx/replicas-site.conf \
+    nginx/cgi-site.conf nginx/health.conf /etc/nginx/gateway/
 COPY nginx/entrypoint.sh /usr/local/bin/gateway-nginx
 # The configuration tests run as root and leave the pid file, temporary
 # directories and the chosen site in /tmp/nginx: remove them, the
@@ -119,6 +119,7 @@ COPY nginx/entrypoint.sh /usr/local/bin/gateway-nginx
 RUN chmod 0755 /usr/local/bin/gateway-nginx \
     && for front in nginx-cgi nginx-fastcgi; do \
         GATEWAY_FRONT=$front gateway-nginx -t -q || exit 1; done \
+    && GATEWAY_FRONT=nginx-fastcgi-replicas GATEWAY_FASTCGI=app:9000 gateway-nginx -t -q \
     && rm -rf /tmp/nginx
 COPY --from=package /opt/gateway /opt/gateway
 ENV GATEWAY_FRONT=nginx-cgi
