@@ -2,7 +2,7 @@
 
 The arbiter opens nothing but the listening sockets and never imports the
 application: it forks workers and keeps ``config.workers`` of them serving,
-watching them from outside (their reports, their exit, the Heartbeat of
+watching them from outside (their reports, their exit, the scoreboard of
 their requests). What a worker does once forked (loading the application,
 its signals, serving, answering a timeout) is worker.py's; which mode runs
 (this arbiter, one process, IIS's one connection) is server.py's.
@@ -23,8 +23,21 @@ Arbiter signals:
     a worker's death  a new one at once; with a growing back-off when new
                       workers keep dying before they are ready
 
+A worker that leaves while others stay (replaced by a reload, recycled by
+--max-requests, replaced after --timeout) hands the connections it holds to
+one that stays, through the arbiter (handover.py), so that a web server
+reusing connections never has one closed under a request it is writing.
+
+A worker that has not loaded the application within ``boot_timeout`` of its
+fork (an import waiting on a database, say) is killed, whoever spawned it,
+and the Python traceback its faulthandler wrote into the report pipe tells
+where the import was stuck: at start the server exits 1, during a reload
+the reload is abandoned and the old workers keep serving, a replacement is
+retried with the usual back-off.
+
 A request running longer than ``timeout`` gets its worker replaced. The
-arbiter sees request start times in a Heartbeat shared with each worker,
+arbiter sees request start times in the scoreboard it shares with the
+workers (scoreboard.py, which the status page reads too),
 starts a replacement and sends the worker TIMEOUT_SIGNAL. The worker's main
 thread, where Python runs signal handlers (with one thread, the very one
 stuck in the application), stops accepting, answers each overdue request
@@ -37,18 +50,21 @@ close.
 
 import itertools
 import logging
-import mmap
 import os
 import select
 import signal
 import time
 
+from . import handover
+from .boot import boot_deadline, hung_boots, why_it_hung
 from .config import TIMEOUT_GRACE
 from .logfiles import reopen_all
 from .pool import POOL_CHECK, Pool, listen_queue, resident_mib
+from .scoreboard import READY, STOPPING, TIMED_OUT, Scoreboard
+from .status_listener import StatusListener
 from .worker import FAST_STOP, OPERATOR_SIGNALS, TIMEOUT_SIGNAL, flush_and_exit, run_worker_process
 
-__all__ = ['Arbiter', 'Heartbeat']
+__all__ = ['Arbiter']
 
 log = logging.getLogger('gateway')
 
@@ -67,68 +83,14 @@ _HANDLED = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGINT', 'SIGQUI
 # What the arbiter knows about each worker
 # ---------------------------------------------------------------------------
 
-class Heartbeat:
-    """When each thread of one worker started the request it is running.
-
-    A shared anonymous mapping, one float per thread: the worker writes
-    ``time.monotonic()`` when a request starts and 0 when it ends, the
-    arbiter reads. These writes sit on every request, so each is a single
-    aligned 8-byte store (a fraction of a microsecond), never a syscall.
-    """
-
-    __slots__ = ('_map', '_cells', '_slots', '_replace_me')
-
-    def __init__(self, threads):
-        threads = max(threads, 1)
-        # One slot more, after the threads': the worker's wish to be
-        # replaced (--max-requests reached), read by the arbiter.
-        self._map = mmap.mmap(-1, 8 * (threads + 1))
-        self._cells = cells = memoryview(self._map).cast('d')
-        self._slots = cells[:threads]
-        self._replace_me = cells[threads:]
-
-    def ask_replacement(self):
-        """The worker is done (--max-requests): the arbiter starts a fresh
-        one, and stops this one once that one is ready."""
-        self._replace_me[0] = 1.0
-
-    def replacement_asked(self):
-        return bool(self._replace_me[0])
-
-    def started(self, slot, _now=time.monotonic):
-        self._slots[slot] = _now()
-
-    def finished(self, slot):
-        self._slots[slot] = 0.0
-
-    def longest_running(self, now):
-        """``(slot, seconds)`` of the oldest request in progress, or None."""
-        oldest = None
-        for slot, began in enumerate(self._slots):
-            if began and (oldest is None or began < oldest[1]):
-                oldest = (slot, began)
-        return None if oldest is None else (oldest[0], now - oldest[1])
-
-    def overdue(self, now, timeout):
-        """``[(slot, seconds)]`` of the requests in progress for longer than *timeout*."""
-        return [(slot, now - began) for slot, began in enumerate(self._slots)
-                if began and now - began > timeout]
-
-    def close(self):
-        self._slots.release()
-        self._replace_me.release()
-        self._cells.release()
-        self._map.close()
-
-
 class WorkerProcess:
     """The arbiter's record of one forked worker."""
 
-    def __init__(self, number, pid, generation, heartbeat, report_fd):
+    def __init__(self, number, pid, generation, heartbeat, report_fd, boot_deadline=0.0):
         self.number = number
         self.pid = pid
         self.generation = generation    # a SIGHUP makes older generations stale
-        self.heartbeat = heartbeat
+        self.heartbeat = heartbeat      # its scoreboard record
         self.report_fd = report_fd      # the child writes b'R' (ready) or b'E' + why not
         self.report = bytearray()
         self.ready = False
@@ -138,6 +100,8 @@ class WorkerProcess:
         self.kill_at = 0.0              # when to SIGKILL it; 0: not planned
         self.replace_because = None     # why a fresh worker is to replace it (--max-rss, ...)
         self.logs_opened = 0            # the arbiter's reopen count when it was forked
+        self.boot_deadline = boot_deadline  # not ready by then: killed; 0: no limit
+        self.boot_timed_out = False
 
     def __str__(self):
         return f'worker {self.number} (pid {self.pid})'
@@ -162,7 +126,6 @@ class WorkerProcess:
         if self.report_fd is not None:
             os.close(self.report_fd)
             self.report_fd = None
-        self.heartbeat.close()
 
 
 def _how_it_ended(status):
@@ -189,11 +152,16 @@ class Arbiter:
     ended ``run()``.
     """
 
-    def __init__(self, config, listeners, hup_stops=False):
+    def __init__(self, config, listeners, hup_stops=False, status_listener=None):
         self.config = config
         self.listeners = list(listeners)
         self.hup_stops = hup_stops
         self.workers = {}               # pid -> WorkerProcess
+        # Made before any fork, so that every worker shares it.
+        self.scoreboard = Scoreboard.for_config(config)
+        # --status-bind: status and ping answered here, whatever the workers do.
+        self.status = None if status_listener is None else StatusListener(
+            status_listener, config, self.scoreboard, self.listeners)
         self.generation = 0
         self.stop_signal = None
         self._numbers = itertools.count(1)
@@ -211,6 +179,7 @@ class Arbiter:
         self._busy_peak = 0                     # the most workers seen busy in it
         self._wake_r = self._wake_w = None
         self._alive_r = self._alive_w = None
+        self._relay = handover.Relay() if handover.available() else None
         self._saved_signals = {}
         self._saved_wakeup_fd = -1
         self._logs_reopened = 0         # SIGUSR1s so far
@@ -233,15 +202,23 @@ class Arbiter:
                 self._sleep(self._sleep_time())
                 self._handle_signals()
                 self._reap()
+                self._check_boots()
                 self._check_timeouts()
                 self._check_replacements()
                 self._adjust_pool()
+                self.scoreboard.sample(self.listeners)
+                if self._relay is not None:
+                    self._relay.pass_on(self.workers.values(), self.generation)
             self._stop_workers()
         finally:
+            if self._relay is not None:
+                self._relay.close()
             self._kill_all()
             for listener in self.listeners:
                 listener.close()
                 listener.remove_socket_file()
+            if self.status is not None:
+                self.status.close()
             self._uninstall()
         log.info('arbiter stopped')
         return self._exit_status
@@ -302,17 +279,28 @@ class Arbiter:
         for worker in self.workers.values():
             if worker.kill_at:
                 wait = min(wait, worker.kill_at - time.monotonic())
+            if worker.boot_deadline and not worker.ready and not worker.boot_timed_out:
+                wait = min(wait, worker.boot_deadline - time.monotonic())
+        if self._relay is not None and self._relay.held:
+            wait = min(wait, 0.05)  # a worker's queue was full, or none was ready
         return max(wait, 0.0)
 
     def _sleep(self, timeout):
         """Wait for a signal, a worker's report, or *timeout*."""
         booting = {w.report_fd: w for w in self.workers.values() if w.report_fd is not None}
+        relayed = {} if self._relay is None else self._relay.fds()
+        status = self.status.fds() if self.status is not None else ()
         try:
-            readable = select.select([self._wake_r, *booting], [], [], timeout)[0]
+            readable = select.select([self._wake_r, *booting, *relayed, *status], [], [],
+                                     timeout)[0]
         except InterruptedError:
             readable = []
         for fd in readable:
-            if fd == self._wake_r:
+            if fd in relayed:
+                self._relay.receive(relayed[fd])
+            elif fd in status:
+                self.status.handle(fd)
+            elif fd == self._wake_r:
                 try:
                     while os.read(self._wake_r, 4096):
                         pass
@@ -320,6 +308,8 @@ class Arbiter:
                     pass
             elif booting[fd].read_report():
                 self._reported(booting[fd])
+        if self.status is not None:
+            self.status.sweep(time.monotonic())
 
     def _handle_signals(self):
         while self._signals:
@@ -377,9 +367,10 @@ class Arbiter:
 
     def _spawn(self):
         config = self.config
-        heartbeat = Heartbeat(config.threads)
-        report_r, report_w = os.pipe()
+        pair = None if self._relay is None else self._relay.new_pair()
         number = next(self._numbers)
+        heartbeat = self.scoreboard.claim(number, self.generation)
+        report_r, report_w = os.pipe()
         # Blocked across the fork, so the child cannot run the arbiter's
         # handlers before it has put its own in place.
         signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
@@ -389,18 +380,23 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
             os.close(report_r)
             os.close(report_w)
-            heartbeat.close()
+            self.scoreboard.release(heartbeat)
+            for end in pair or ():
+                end.close()
             log.error('cannot fork a worker: %s; trying again in 1s', error)
             self._respawn_at = time.monotonic() + 1.0
             return
         if pid == 0:
             os.close(report_r)
-            self._become_worker(number, heartbeat, report_w)    # never returns
+            self._become_worker(number, heartbeat, report_w, pair)     # never returns
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+        heartbeat.set_header(pid=pid)
+        if pair is not None:
+            self._relay.add(pid, pair)
         os.close(report_w)
         os.set_blocking(report_r, False)
         worker = self.workers[pid] = WorkerProcess(number, pid, self.generation, heartbeat,
-                                                   report_r)
+                                                   report_r, boot_deadline(config))
         worker.logs_opened = self._logs_reopened
         log.debug('worker %d spawned (pid %d)', number, pid)
 
@@ -409,6 +405,8 @@ class Arbiter:
         if worker.report[:1] != b'R':
             return      # it is dying; _reap tells the story
         worker.ready = True
+        if not worker.retiring:
+            worker.heartbeat.set_header(state=READY)
         self._ever_ready = True
         self._boot_failures = 0
         log.info('worker %d booted (pid %d)', worker.number, worker.pid)
@@ -426,14 +424,19 @@ class Arbiter:
             except ChildProcessError:
                 reaped, status = pid, 0
             if reaped:
+                if self._relay is not None:
+                    self._relay.drop(pid)
                 self._exited(self.workers.pop(pid), status)
 
     def _exited(self, worker, status):
         if worker.read_report() and not worker.ready:
             self._reported(worker)
         worker.close()
+        self.scoreboard.release(worker.heartbeat)
+        if not self._stopping:
+            self.scoreboard.count('worker_restarts')
         code, how = _how_it_ended(status)
-        if not worker.ready:
+        if not worker.ready and not self._stopping:
             self._boot_failed(worker, how)
         elif worker.timed_out:
             log.info('%s %s after --timeout; a fresh worker replaces it', worker, how)
@@ -447,12 +450,12 @@ class Arbiter:
 
     def _boot_failed(self, worker, how):
         report = bytes(worker.report)
-        if report[:1] == b'E':
+        if worker.boot_timed_out:
+            why = why_it_hung(worker, self.config.boot_timeout)
+        elif report[:1] == b'E':
             why = report[1:].decode('utf-8', 'replace').rstrip()
         else:
             why = f'{worker} {how} before it was ready'
-        if self._stopping:
-            return
         self._boot_failures += 1
         if worker.generation == self.generation and self._reloading:
             # The old workers still run the code that worked: keep them.
@@ -481,6 +484,7 @@ class Arbiter:
 
     def _retire(self, worker, reason):
         worker.retiring = True
+        worker.heartbeat.set_header(state=STOPPING)
         log.info('%s %s; stopping it gracefully', worker, reason)
         self._kill(worker, signal.SIGTERM)
 
@@ -505,6 +509,11 @@ class Arbiter:
         log.info('SIGHUP: reloading, replacing %d worker%s one at a time%s', count,
                  's' * (count != 1), note)
 
+    def _check_boots(self):
+        # Past --boot-timeout: killed; _reap then logs why (boot.py).
+        for worker in list(hung_boots(self.workers.values(), time.monotonic())):
+            self._kill(worker, signal.SIGKILL)
+
     def _check_timeouts(self):
         timeout = self.config.timeout
         now = time.monotonic()
@@ -520,6 +529,9 @@ class Arbiter:
             running = worker.heartbeat.longest_running(now)
             if running and running[1] > timeout:
                 worker.timed_out = True
+                worker.heartbeat.set_header(state=TIMED_OUT)
+                self.scoreboard.count('timed_out_requests',
+                                      len(worker.heartbeat.overdue(now, timeout)))
                 # Replaced at once (_maintain), not when it is gone.
                 worker.retiring = True
                 log.error('%s: a request has run for %.1fs, longer than --timeout %gs '
@@ -608,6 +620,9 @@ class Arbiter:
         else:
             log.info('shutting down now')
             deadline = time.monotonic() + FAST_STOP_WAIT
+        if self._relay is not None:
+            # Nobody stays to take connections: the workers close theirs.
+            self._relay.close()
         for worker in self.workers.values():
             self._kill(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
         # The workers have stopped accepting; the arbiter's copies go too, so
@@ -638,11 +653,12 @@ class Arbiter:
             except ChildProcessError:
                 pass
             worker.close()
+            self.scoreboard.release(worker.heartbeat)
         self.workers.clear()
 
     # -- the child side of the fork ---------------------------------------------
 
-    def _become_worker(self, number, heartbeat, report_w):
+    def _become_worker(self, number, heartbeat, report_w, pair):
         """In the child: drop what is the arbiter's, then live as a worker
         (worker.py); never returns."""
         status = 1
@@ -653,8 +669,11 @@ class Arbiter:
             for worker in self.workers.values():
                 worker.close()
             self.workers.clear()
+            if self.status is not None:
+                self.status.close(in_child=True)
+            end = None if pair is None else self._relay.child_side(pair)
             status = run_worker_process(self.config, [l.sock for l in self.listeners],
-                                        heartbeat, report_w, self._alive_r, _HANDLED)
+                                        heartbeat, report_w, self._alive_r, _HANDLED, end)
         except BaseException:
             try:
                 log.exception('worker %d crashed', number)

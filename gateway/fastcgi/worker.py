@@ -11,6 +11,9 @@ more, it is handed to a pool thread and comes back when its request is done.
 When the arbiter says a request has run past --timeout, answer_overdue()
 answers it ``504 Gateway Timeout`` (or cuts it, if its response has
 started) from the main thread, whatever the thread running it is doing.
+
+A graceful stop under an arbiter hands the connections over to a worker
+that stays instead of closing them (handover.py: HandsOver).
 """
 
 import logging
@@ -28,13 +31,16 @@ import time
 from ..apploader import describe_load_error
 from ..handlers.base import describe_request
 from . import protocol as fcgi
+from .accesslog import flush_all
+from .boot import load_reporting_a_hang
 from .config import serves_in_several_processes
 from .connection import CLOSED, ServedConnection
-from .accesslog import flush_all
+from .handover import HandsOver
 from .limits import NEW_CONNECTION_FAILED, AcceptBackoff
 from .logfiles import reopen_all
 from .slowlog import SlowLog, frame_of, watch_slow_requests
 from .peers import allowed_peers, peer_allowed
+from .status import own_paths
 
 log = logging.getLogger('gateway')
 
@@ -53,6 +59,7 @@ OPERATOR_SIGNALS = tuple(name for name in ('SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SI
 
 _ACCEPT = object()
 _WAKE = object()
+_ADOPT = object()
 _ACCEPT_BATCH = 16      # connections accepted per wake-up, at most
 
 
@@ -66,11 +73,15 @@ def server_values(config, processes):
     }
 
 
-class Worker:
-    """Serves FastCGI connections from *listeners* until stopped."""
+class Worker(HandsOver):
+    """Serves FastCGI connections from *listeners* until stopped.
 
-    def __init__(self, listeners, app, config, heartbeat=None):
+    *heartbeat* is this worker's scoreboard record (scoreboard.WorkerRecord),
+    told when each thread starts and ends a request; None: nobody watches."""
+
+    def __init__(self, listeners, app, config, heartbeat=None, handover=None):
         self.listeners = list(listeners)
+        self.handover = handover        # a handover.WorkerEnd, under an arbiter
         self.app = app
         self.config = config
         self.heartbeat = heartbeat
@@ -78,6 +89,7 @@ class Worker:
         self._slow_watch = watch_slow_requests(self)    # may give it a heartbeat: first
         if config.access_log is not None and config.threads > 1:
             config.access_log.threaded()
+        self.own_paths = own_paths(config, self.heartbeat, self.listeners)
         self.values = server_values(config, max(config.workers, 1))
         self.multiprocess = serves_in_several_processes(config)
         allowed = allowed_peers(config.web_server_addrs)
@@ -110,18 +122,13 @@ class Worker:
         self._resume_accepting_at = 0.0  # while out of file descriptors (see _accept)
 
     def _request_callback(self, slot):
-        heartbeat = self.heartbeat
         counts = self._counts
-
-        def on_request(started):
-            if started:
-                if heartbeat is not None:
-                    heartbeat.started(slot)
-            else:
-                counts[slot] += 1
-                if heartbeat is not None:
-                    heartbeat.finished(slot)
-        return on_request
+        if self.heartbeat is None:
+            def on_request(params):
+                if params is None:
+                    counts[slot] += 1
+            return on_request
+        return self.heartbeat.request_callback(slot, counts)
 
     # -- control ------------------------------------------------------------
 
@@ -200,6 +207,8 @@ class Worker:
             self._accepting[listener] = self._accept_plan(listener)
             self.selector.register(listener, selectors.EVENT_READ, _ACCEPT)
         self.selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        if self.handover is not None:
+            self.selector.register(self.handover.sock, selectors.EVENT_READ, _ADOPT)
         self._thread_idents[0] = threading.get_ident()
         if self._slow_watch is not None:
             self._slow_watch.start()
@@ -209,6 +218,8 @@ class Worker:
                                           name=f'fastcgi-{slot}')
                 thread.start()
                 self._threads.append(thread)
+        if self.heartbeat is not None:
+            self.heartbeat.start_publishing()
         next_sweep = time.monotonic() + 1.0
         deadline = None
         try:
@@ -216,7 +227,10 @@ class Worker:
                 if self.stopping:
                     if deadline is None:
                         deadline = self._begin_stop()
-                    self._close_finished()
+                    if self.handover is not None and self.handover.open:
+                        self._hand_over()
+                    else:
+                        self._close_finished()
                     if self.stopping == 'fast' or not self.connections \
                             or time.monotonic() > deadline:
                         if self.connections and self.stopping != 'fast':
@@ -247,6 +261,8 @@ class Worker:
                             self.logs_to_reopen = False
                             flush_all()     # what the old file is owed goes there
                             reopen_all(f'worker (pid {os.getpid()})')
+                    elif data is _ADOPT:
+                        self._adopt()
                     elif threaded:
                         self.selector.unregister(data.sock)
                         self._work.put(data)
@@ -262,6 +278,8 @@ class Worker:
                         config.access_log.flush_if_due(time.time())
         finally:
             flush_all()
+            if self.heartbeat is not None:
+                self.heartbeat.stop_publishing()
             if self._slow_watch is not None:
                 self._slow_watch.stop()
             for _ in self._threads:
@@ -272,6 +290,8 @@ class Worker:
             self.selector.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
+            if self.handover is not None:
+                self.handover.close()
 
     def _begin_stop(self):
         for listener in self.listeners:
@@ -383,6 +403,7 @@ class Worker:
                                 multiprocess=self.multiprocess,
                                 overloaded=bool(limit) and len(self.connections) >= limit,
                                 peer=address)
+        conn.own_paths = self.own_paths
         conn.last_active = time.monotonic()
         self.connections.add(conn)
         if not threaded:
@@ -574,12 +595,14 @@ class Worker:
 # A forked worker's life
 # ---------------------------------------------------------------------------
 
-def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_signals):
+def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_signals,
+                       handover=None):
     """A freshly forked worker: its own signals, the application loaded,
     ready reported on *report_w*, served until stopped. The exit status.
 
     *inherited_signals* were the arbiter's, and blocked across the fork;
-    *alive_r* reaches end of file when the arbiter is gone."""
+    *alive_r* reaches end of file when the arbiter is gone; *handover* is
+    this worker's handover.WorkerEnd, or None."""
     operator_signals = {getattr(signal, name) for name in OPERATOR_SIGNALS}
     for sig in inherited_signals:
         signal.signal(sig, signal.SIG_IGN if sig in operator_signals else signal.SIG_DFL)
@@ -591,13 +614,13 @@ def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_si
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, inherited_signals)
     try:
-        app = config.load_application()
+        app = load_reporting_a_hang(config, report_w)
     except BaseException as error:
         _write_all(report_w, b'E' + describe_load_error(config.app, error).encode('utf-8',
                                                                                   'replace'))
         os.close(report_w)
         return WORKER_BOOT_ERROR
-    worker = Worker(socks, app, config, heartbeat)
+    worker = Worker(socks, app, config, heartbeat, handover)
     if config.max_requests_jitter and worker.max_requests:
         log.info('worker (pid %d) is replaced after %d requests (--max-requests %d, '
                  '--max-requests-jitter %d)', os.getpid(), worker.max_requests,
@@ -619,6 +642,7 @@ def _end_overdue_requests(worker, frame):
     if worker.answer_overdue(frame):
         # This handler runs on top of the overdue request: returning would
         # resume the application, whose answer nobody wants any more.
+        worker.leave_at_once()
         flush_and_exit(0)
 
 
