@@ -84,12 +84,17 @@ CMD ["python3", "-c", "import gateway; print(gateway.__file__)"]
 # these ranges. docker-compose.yml runs the server on a unix socket instead
 # (gateway fastcgi --bind unix:/run/gateway/fastcgi.sock --unix-mode 660),
 # where the socket's permissions decide.
+# The health check sends a FastCGI request for the ping path, which the
+# server answers itself (GATEWAY_PING_PATH): healthy means "answers FastCGI".
 FROM base AS app
-ENV FCGI_WEB_SERVER_ADDRS=172.16.0.0/12,192.168.0.0/16,10.0.0.0/8,fd00::/8,127.0.0.1
+ENV FCGI_WEB_SERVER_ADDRS=172.16.0.0/12,192.168.0.0/16,10.0.0.0/8,fd00::/8,127.0.0.1 \
+    GATEWAY_PING_PATH=/ping GATEWAY_STATUS_PATH=/status
 EXPOSE 9000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', 9000), 2).close()"]
-CMD ["python3", "-m", "gateway", "fastcgi", "--bind", "0.0.0.0:9000"]
+    CMD ["gateway", "request", "127.0.0.1:9000", "/ping", "--quiet", "--timeout", "2"]
+# The fronts' body limit, which Apache does not apply to a chunked body it
+# passes to mod_proxy_fcgi.
+CMD ["python3", "-m", "gateway", "fastcgi", "--bind", "0.0.0.0:9000", "--max-body-size", "10M"]
 
 # --- web: what both web-server images share -----------------------------------
 FROM python AS web

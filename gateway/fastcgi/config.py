@@ -61,6 +61,9 @@ class Config:
         # reads; past it, 408 (or a cut response). 0: no limit.
         self.request_read_timeout = 20.0
         self.max_params_size = 1 << 20  # bytes of PARAMS per request
+        # Bytes of body per request: a larger CONTENT_LENGTH is answered 413
+        # before the application runs, a streamed body cut there. 0: no limit.
+        self.max_body_size = 0
         # Per worker: bytes held for requests whose PARAMS have not all come;
         # past it, the connections holding the most get OVERLOADED. 0: no limit.
         self.max_pending_params = 16 << 20
@@ -79,6 +82,13 @@ class Config:
         # does not split there (--script-name); None: as the server splits.
         self.script_name = None
         self.log_level = 'info'
+        # Paths the gateway answers itself (status.py), matched against
+        # SCRIPT_NAME + PATH_INFO; None: off. --status-bind: an address the
+        # arbiter answers them on, whatever the workers are doing.
+        self.status_path = None
+        self.ping_path = None
+        self.ping_response = 'pong'
+        self.status_bind = None
         # The pool (pool.py): grow up to max_workers while requests wait,
         # back to workers after idle_timeout; 0: a fixed pool.
         self.max_workers = 0

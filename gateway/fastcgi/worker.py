@@ -31,6 +31,7 @@ import time
 from ..apploader import describe_load_error
 from ..handlers.base import describe_request
 from . import protocol as fcgi
+from .accesslog import flush_all
 from .boot import load_reporting_a_hang
 from .config import serves_in_several_processes
 from .connection import CLOSED, ServedConnection
@@ -39,6 +40,7 @@ from .limits import NEW_CONNECTION_FAILED, AcceptBackoff
 from .logfiles import reopen_all
 from .slowlog import SlowLog, frame_of, watch_slow_requests
 from .peers import allowed_peers, peer_allowed
+from .status import own_paths
 
 log = logging.getLogger('gateway')
 
@@ -72,7 +74,10 @@ def server_values(config, processes):
 
 
 class Worker(HandsOver):
-    """Serves FastCGI connections from *listeners* until stopped."""
+    """Serves FastCGI connections from *listeners* until stopped.
+
+    *heartbeat* is this worker's scoreboard record (scoreboard.WorkerRecord),
+    told when each thread starts and ends a request; None: nobody watches."""
 
     def __init__(self, listeners, app, config, heartbeat=None, handover=None):
         self.listeners = list(listeners)
@@ -82,6 +87,9 @@ class Worker(HandsOver):
         self.heartbeat = heartbeat
         self.slow_log = SlowLog(config.slow_log)
         self._slow_watch = watch_slow_requests(self)    # may give it a heartbeat: first
+        if config.access_log is not None and config.threads > 1:
+            config.access_log.threaded()
+        self.own_paths = own_paths(config, self.heartbeat, self.listeners)
         self.values = server_values(config, max(config.workers, 1))
         self.multiprocess = serves_in_several_processes(config)
         allowed = allowed_peers(config.web_server_addrs)
@@ -114,18 +122,13 @@ class Worker(HandsOver):
         self._resume_accepting_at = 0.0  # while out of file descriptors (see _accept)
 
     def _request_callback(self, slot):
-        heartbeat = self.heartbeat
         counts = self._counts
-
-        def on_request(started):
-            if started:
-                if heartbeat is not None:
-                    heartbeat.started(slot)
-            else:
-                counts[slot] += 1
-                if heartbeat is not None:
-                    heartbeat.finished(slot)
-        return on_request
+        if self.heartbeat is None:
+            def on_request(params):
+                if params is None:
+                    counts[slot] += 1
+            return on_request
+        return self.heartbeat.request_callback(slot, counts)
 
     # -- control ------------------------------------------------------------
 
@@ -215,6 +218,8 @@ class Worker(HandsOver):
                                           name=f'fastcgi-{slot}')
                 thread.start()
                 self._threads.append(thread)
+        if self.heartbeat is not None:
+            self.heartbeat.start_publishing()
         next_sweep = time.monotonic() + 1.0
         deadline = None
         try:
@@ -254,6 +259,7 @@ class Worker(HandsOver):
                         self._drain_wake()
                         if self.logs_to_reopen:
                             self.logs_to_reopen = False
+                            flush_all()     # what the old file is owed goes there
                             reopen_all(f'worker (pid {os.getpid()})')
                     elif data is _ADOPT:
                         self._adopt()
@@ -268,7 +274,12 @@ class Worker(HandsOver):
                 if now >= next_sweep:
                     self._close_idle(now)
                     next_sweep = now + 1.0
+                    if config.access_log is not None:
+                        config.access_log.flush_if_due(time.time())
         finally:
+            flush_all()
+            if self.heartbeat is not None:
+                self.heartbeat.stop_publishing()
             if self._slow_watch is not None:
                 self._slow_watch.stop()
             for _ in self._threads:
@@ -392,6 +403,7 @@ class Worker(HandsOver):
                                 multiprocess=self.multiprocess,
                                 overloaded=bool(limit) and len(self.connections) >= limit,
                                 peer=address)
+        conn.own_paths = self.own_paths
         conn.last_active = time.monotonic()
         self.connections.add(conn)
         if not threaded:
@@ -662,8 +674,9 @@ def stop_on_signals(worker, in_child):
 
 
 def flush_and_exit(status):
-    """End this process now, its log and standard streams flushed."""
+    """End this process now, its logs and standard streams flushed."""
     try:
+        flush_all()
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

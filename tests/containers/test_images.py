@@ -69,6 +69,20 @@ def test_image_healthcheck_turns_healthy(target, server):
 
 
 @pytest.mark.container
+def test_app_health_is_a_fastcgi_ping_the_server_answers(server):
+    container = server("app")
+    wrapped = container.get_wrapped_container()
+    assert wrapped.attrs["Config"]["Healthcheck"]["Test"][1:4] == [
+        "gateway", "request", "127.0.0.1:9000"]
+    # The server answers the ping itself (GATEWAY_PING_PATH in the image):
+    # the demo application would answer /ping with its own page.
+    code, output = container.exec(["gateway", "request", "127.0.0.1:9000", "/ping"])
+    assert code == 0 and output.endswith(b"\n\npong\n"), output
+    code, output = container.exec(["gateway", "status", "127.0.0.1:9000"])
+    assert code == 0 and output.startswith(b"pool:"), output
+
+
+@pytest.mark.container
 @pytest.mark.parametrize("target", TARGETS)
 def test_server_runs_unprivileged(target, server):
     container = server(target)
