@@ -82,6 +82,10 @@ def check_header_value(value, what="Header value"):
 def check_status(status):
     """Return *status* if it can be a status line: ``str``, three digits, a
     space, a reason, and only characters a header line may hold."""
+    # The usual "200 OK" settles every check in a few C calls.
+    if type(status) is str and status.isascii() and status.isprintable() \
+            and len(status) > 3 and status[3] == ' ' and status[:3].isdigit():
+        return status
     _require_str(status, "Status")
     if len(status) < 4:
         problem = "Status must be at least 4 characters"

@@ -248,6 +248,11 @@ class FastCGIHandler(BaseCGIHandler):
         self._pending_size = 0
         return data
 
+    def close(self):
+        # A handler serves one request and is dropped with it: closing the
+        # iterable is all there is to do (no state to forget for a next one).
+        self._close_iterable()
+
     def abort_response(self):
         # The web server must not see END_REQUEST after a broken response:
         # closing the connection without it is what makes nginx and Apache
