@@ -222,6 +222,25 @@ def test_workers_stop_when_the_arbiter_is_killed():
         assert 'the arbiter is gone' in server.log
 
 
+def test_a_worker_holds_no_module_only_start_up_needs():
+    # Every module the arbiter imports before the fork is in each worker's
+    # memory: typing, ipaddress, shutil (with bz2 and lzma) and the IDNA
+    # codec (with unicodedata) cost a worker some 3 MiB, and serving needs
+    # none of them.
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1']) as server:
+        address = server.address()
+        server.wait_booted(1)
+        held = set(get(address, '/modules').body.decode().split())
+    # What the interpreter loads at start-up (site-packages' .pth files may
+    # import some of them) is no gateway's doing.
+    start_up = set(subprocess.run([sys.executable, '-c', 'import sys; print(*sys.modules)'],
+                                  env=server_env(), capture_output=True, text=True,
+                                  check=True).stdout.split())
+    assert 'gateway.fastcgi.worker' in held
+    assert not (held - start_up) & {'typing', 'ipaddress', 'shutil', 'bz2', 'lzma',
+                                    'encodings.idna', 'unicodedata'}
+
+
 def test_threads_serve_requests_side_by_side():
     with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1',
                         '--threads', '4']) as server:
