@@ -250,12 +250,6 @@ socket (Apache mod_fcgid, spawn-fcgi, lighttpd), served by the usual workers,
 or one connection (IIS), served in this process one request at a time."""
 
 EPILOG = """\
-signals (to the arbiter):
-  TERM       graceful stop: requests in progress finish (--graceful-timeout)
-  INT, QUIT  fast stop
-  HUP        reload: workers are replaced one by one, each old one stopped
-             only once its fresh replacement is ready; no request is refused
-
 examples:
   gateway fastcgi myproject.wsgi:application --bind 127.0.0.1:9000
   gateway fastcgi myproject.wsgi:application --bind 0.0.0.0:9000 --web-server-addrs 10.0.0.0/8
@@ -397,12 +391,15 @@ def build_parser():
             self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
 
     defaults = Config()
+    from .cli_operations import SIGNALS_HELP, add_operations_options
+
     def formatter(prog):
         # The width argparse would find through shutil, whose import (and
         # bz2's, lzma's) the arbiter would otherwise pass on to every worker.
         return argparse.RawDescriptionHelpFormatter(prog, width=_terminal_columns() - 2)
 
-    parser = Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter)
+    parser = Parser(prog=PROG, description=DESCRIPTION, epilog=SIGNALS_HELP + '\n' + EPILOG,
+                    formatter_class=formatter)
     add = parser.add_argument
     add('app', nargs='?', metavar='MODULE:CALLABLE',
         help='the WSGI application (default: $GATEWAY_APP)')
@@ -418,6 +415,7 @@ def build_parser():
         setting = flags[-1][2:].replace('-', '_')
         add(*flags, type=_number(kind, minimum, what), default=getattr(defaults, setting),
             metavar=metavar, help=text % {'grace': TIMEOUT_GRACE} if '%(grace)' in text else text)
+    add_operations_options(add, defaults, _number)
     add('--roles', type=_roles, default=os.environ.get('GATEWAY_ROLES') or 'responder',
         metavar='LIST',
         help='the FastCGI roles served, comma-separated: responder, authorizer (Apache '
@@ -533,6 +531,11 @@ def fastcgi_main(argv=None):
         return _fail(2, f'--max-pending-params {args.max_pending_params} is below '
                         f'--max-params-size {args.max_params_size}: a request with PARAMS that '
                         f'large could never start')
+    from .cli_operations import operations_settings
+    workers = _default_workers() if args.workers is None else args.workers
+    operations, problem = operations_settings(args, workers)
+    if problem:
+        return _fail(2, problem)
     _start_directory_on_path(os.getcwd())
     if args.chdir:
         try:
@@ -541,8 +544,7 @@ def fastcgi_main(argv=None):
             return _fail(1, f'--chdir {args.chdir}: {error.strerror}')
 
     config = Config(
-        app=spec, binds=args.bind,
-        workers=_default_workers() if args.workers is None else args.workers,
+        app=spec, binds=args.bind, workers=workers,
         threads=args.threads, backlog=args.backlog, max_requests=args.max_requests,
         timeout=args.timeout, graceful_timeout=args.graceful_timeout,
         max_connections=args.max_connections, read_timeout=args.read_timeout,
@@ -551,7 +553,7 @@ def fastcgi_main(argv=None):
         fcgi_stderr=args.fcgi_stderr, roles=args.roles,
         web_server_addrs=args.web_server_addrs, unix_mode=args.unix_mode,
         unix_group=args.unix_group, chdir=args.chdir, log_level=args.log_level, iis=args.iis,
-        script_name=args.script_name)
+        script_name=args.script_name, **operations)
     if config.workers and config.binds and not hasattr(os, 'fork'):
         return _fail(2, 'this system cannot fork workers: use --workers 0, or run under IIS '
                         '(no --bind: the connection on stdin)')

@@ -188,16 +188,22 @@ def test_replacements_that_cannot_start_are_retried_with_a_back_off(tmp_path):
 
 
 def test_max_requests_recycles_workers():
+    # At least N requests each, and the replacement is ready before the
+    # worker it replaces stops taking requests (tests/test_fastcgi_pool.py).
     with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1',
                         '--max-requests', '3']) as server:
         address = server.address()
-        server.wait_booted(1)
-        pids = [int(get(address, '/pid').body) for _ in range(7)]
-        assert pids[0] == pids[1] == pids[2]
-        assert pids[3] == pids[4] == pids[5] != pids[0]
-        assert pids[6] not in pids[:6]
-        server.wait_for_log(r'exited after 3 requests \(--max-requests\); replacing it')
+        first = server.wait_booted(1)[0]
+        pids = []
 
+        def replaced():
+            pids.append(int(get(address, '/pid').body))
+            return pids[-1] != first
+        wait_until(replaced, what='a request served by the replacement')
+        assert pids[:3] == [first] * 3
+        server.wait_for_log(r'served 3 requests \(--max-requests\); asking for a replacement')
+        server.wait_for_log(r'replaced after --max-requests; stopping it gracefully')
+        wait_until(lambda: not pid_alive(first), what='the recycled worker gone')
 
 def test_timeout_replaces_a_worker_stuck_in_a_request():
     with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1',

@@ -15,6 +15,11 @@ Arbiter signals:
     SIGHUP            reload: replace the workers one at a time, each old
                       one stopped only once its fresh replacement is ready,
                       so the listening sockets always have someone accepting
+    SIGUSR1           reopen the log files, here and in every worker
+    SIGTTIN, SIGTTOU  one worker more, one fewer (pool.py says within what)
+    SIGUSR2, SIGWINCH, SIGALRM
+                      ignored, with a log line: sent by habit (other servers
+                      upgrade, or stop their workers, on them), never fatal
     a worker's death  a new one at once; with a growing back-off when new
                       workers keep dying before they are ready
 
@@ -39,7 +44,9 @@ import signal
 import time
 
 from .config import TIMEOUT_GRACE
-from .worker import FAST_STOP, TIMEOUT_SIGNAL, flush_and_exit, run_worker_process
+from .logfiles import reopen_all
+from .pool import POOL_CHECK, Pool, listen_queue, resident_mib
+from .worker import FAST_STOP, OPERATOR_SIGNALS, TIMEOUT_SIGNAL, flush_and_exit, run_worker_process
 
 __all__ = ['Arbiter', 'Heartbeat']
 
@@ -52,7 +59,8 @@ GIVE_UP_AFTER = 5           # failed boots in a row, with nobody serving, before
 # Windows has neither SIGQUIT, SIGHUP nor SIGCHLD (nor fork: only the modes
 # without an arbiter run there, see server.py).
 _HANDLED = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP',
-                                                    'SIGCHLD') if hasattr(signal, name))
+                                                    'SIGCHLD') + OPERATOR_SIGNALS
+                 if hasattr(signal, name))
 
 
 # ---------------------------------------------------------------------------
@@ -68,11 +76,24 @@ class Heartbeat:
     aligned 8-byte store (a fraction of a microsecond), never a syscall.
     """
 
-    __slots__ = ('_map', '_slots')
+    __slots__ = ('_map', '_cells', '_slots', '_replace_me')
 
     def __init__(self, threads):
-        self._map = mmap.mmap(-1, 8 * max(threads, 1))
-        self._slots = memoryview(self._map).cast('d')
+        threads = max(threads, 1)
+        # One slot more, after the threads': the worker's wish to be
+        # replaced (--max-requests reached), read by the arbiter.
+        self._map = mmap.mmap(-1, 8 * (threads + 1))
+        self._cells = cells = memoryview(self._map).cast('d')
+        self._slots = cells[:threads]
+        self._replace_me = cells[threads:]
+
+    def ask_replacement(self):
+        """The worker is done (--max-requests): the arbiter starts a fresh
+        one, and stops this one once that one is ready."""
+        self._replace_me[0] = 1.0
+
+    def replacement_asked(self):
+        return bool(self._replace_me[0])
 
     def started(self, slot, _now=time.monotonic):
         self._slots[slot] = _now()
@@ -95,6 +116,8 @@ class Heartbeat:
 
     def close(self):
         self._slots.release()
+        self._replace_me.release()
+        self._cells.release()
         self._map.close()
 
 
@@ -113,6 +136,8 @@ class WorkerProcess:
         self.timed_out = False          # sent TIMEOUT_SIGNAL (and already replaced)
         self.answered = False           # ... and it answered its overdue requests
         self.kill_at = 0.0              # when to SIGKILL it; 0: not planned
+        self.replace_because = None     # why a fresh worker is to replace it (--max-rss, ...)
+        self.logs_opened = 0            # the arbiter's reopen count when it was forked
 
     def __str__(self):
         return f'worker {self.number} (pid {self.pid})'
@@ -180,10 +205,17 @@ class Arbiter:
         self._boot_failures = 0         # in a row; reset when a worker is ready
         self._respawn_at = 0.0
         self._next_timeout_check = 0.0
+        self._next_rss_check = 0.0
+        self._next_pool_check = 0.0
+        self._idle_since = time.monotonic()     # the window the pool's spare workers are judged over
+        self._busy_peak = 0                     # the most workers seen busy in it
         self._wake_r = self._wake_w = None
         self._alive_r = self._alive_w = None
         self._saved_signals = {}
         self._saved_wakeup_fd = -1
+        self._logs_reopened = 0         # SIGUSR1s so far
+        self.pool = Pool(config.workers, config.max_workers, config.idle_timeout)
+        self._operator_actions = self._operator_signals()
 
     # -- the loop -------------------------------------------------------------
 
@@ -202,6 +234,8 @@ class Arbiter:
                 self._handle_signals()
                 self._reap()
                 self._check_timeouts()
+                self._check_replacements()
+                self._adjust_pool()
             self._stop_workers()
         finally:
             self._kill_all()
@@ -211,6 +245,29 @@ class Arbiter:
             self._uninstall()
         log.info('arbiter stopped')
         return self._exit_status
+
+    def _operator_signals(self):
+        """What each signal an operator may send does (never a stop)."""
+        actions = {}
+        for name in OPERATOR_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                actions[sig] = lambda name=name: log.info(
+                    '%s ignored (see gateway fastcgi --help: signals)', name)
+        actions[signal.SIGUSR1] = self._reopen_logs
+        actions[signal.SIGTTIN] = lambda: self._resize(*self.pool.more())
+        actions[signal.SIGTTOU] = lambda: self._resize(*self.pool.fewer())
+        return actions
+
+    def _reopen_logs(self):
+        self._logs_reopened += 1
+        reopen_all(f'arbiter (pid {os.getpid()})')
+        for worker in self.workers.values():
+            if worker.ready and not worker.timed_out:
+                self._kill(worker, signal.SIGUSR1)
+
+    def _resize(self, changed, message):
+        log.info('%s', message)
 
     def _install(self):
         self._wake_r, self._wake_w = os.pipe()
@@ -237,7 +294,7 @@ class Arbiter:
         self._signals.append(signum)
 
     def _sleep_time(self):
-        wait = 1.0
+        wait = POOL_CHECK if self.pool.dynamic else 1.0
         if self.config.timeout:
             wait = min(wait, max(self.config.timeout / 2, 0.05))
         if self._respawn_at:
@@ -272,6 +329,9 @@ class Arbiter:
             if sig == signal.SIGHUP and not self.hup_stops:
                 self._reload()
                 continue
+            if sig in self._operator_actions:
+                self._operator_actions[sig]()
+                continue
             self.stop_signal = sig
             if sig in FAST_STOP:
                 self._stopping = 'fast'
@@ -281,28 +341,39 @@ class Arbiter:
     # -- starting workers -------------------------------------------------------
 
     def _maintain(self):
-        """Spawn the workers that are missing; move a reload along."""
+        """Spawn the workers that are missing; retire those beyond the
+        pool's size; move a reload or a replacement along."""
         active = [w for w in self.workers.values() if not w.retiring]
-        missing = self.config.workers - len(active)
+        size = self.pool.size
+        missing = size - len(active)
         if missing > 0:
             if time.monotonic() >= self._respawn_at:
                 self._respawn_at = 0.0
                 for _ in range(missing):
                     self._spawn()
             return
-        stale = [w for w in active if w.generation < self.generation]
+        stale = [w for w in active if w.generation < self.generation or w.replace_because]
         if not stale:
+            if len(active) > size:
+                self._retire(self._least_needed(active), 'no longer needed by the pool')
             if self._reloading:
                 self._reloading = False
                 log.info('reload complete: every worker runs fresh code')
             return
         if any(not w.ready for w in active):
             return      # one fresh worker boots at a time
-        if len(active) > self.config.workers:
+        if len(active) > size:
             # Its replacement is ready: the oldest stale worker may go.
-            self._retire(min(stale, key=lambda w: w.number), 'replaced by a fresh worker')
+            oldest = min(stale, key=lambda w: w.number)
+            self._retire(oldest, oldest.replace_because or 'replaced by a fresh worker')
         else:
             self._spawn()
+
+    @staticmethod
+    def _least_needed(active):
+        """The worker to let go when the pool shrinks: an idle one, the newest."""
+        now = time.monotonic()
+        return max(active, key=lambda w: (w.heartbeat.longest_running(now) is None, w.number))
 
     def _spawn(self):
         config = self.config
@@ -328,7 +399,9 @@ class Arbiter:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
         os.close(report_w)
         os.set_blocking(report_r, False)
-        self.workers[pid] = WorkerProcess(number, pid, self.generation, heartbeat, report_r)
+        worker = self.workers[pid] = WorkerProcess(number, pid, self.generation, heartbeat,
+                                                   report_r)
+        worker.logs_opened = self._logs_reopened
         log.debug('worker %d spawned (pid %d)', number, pid)
 
     def _reported(self, worker):
@@ -339,6 +412,8 @@ class Arbiter:
         self._ever_ready = True
         self._boot_failures = 0
         log.info('worker %d booted (pid %d)', worker.number, worker.pid)
+        if worker.logs_opened < self._logs_reopened:
+            self._kill(worker, signal.SIGUSR1)      # forked with the files since rotated
 
     # -- losing workers ---------------------------------------------------------
 
@@ -450,6 +525,55 @@ class Arbiter:
                     continue
                 worker.kill_at = now + TIMEOUT_GRACE
                 self._kill(worker, TIMEOUT_SIGNAL)
+
+    def _adjust_pool(self):
+        """A dynamic pool (pool.py): one worker more while requests wait,
+        one fewer once the pool has had a worker to spare for --idle-timeout."""
+        pool = self.pool
+        if not pool.dynamic or self._stopping or self._reloading:
+            return
+        now = time.monotonic()
+        if now < self._next_pool_check:
+            return
+        self._next_pool_check = now + POOL_CHECK
+        ready = [w for w in self.workers.values() if w.ready and not w.retiring]
+        threads = self.config.threads
+        busy = [w for w in ready if w.heartbeat.overdue(now, 0)]
+        self._busy_peak = max(self._busy_peak, len(busy))
+        if len(ready) >= pool.size and ready and all(
+                len(w.heartbeat.overdue(now, 0)) >= threads for w in ready):
+            waiting, told = listen_queue(self.listeners)
+            if (waiting or not told) and pool.grow():
+                log.info('pool: every worker busy%s; growing to %d workers (--max-workers %d)',
+                         f' and {waiting} connection(s) waiting' if told else '', pool.size,
+                         pool.maximum)
+                self._idle_since, self._busy_peak = now, len(busy)
+            return
+        if now - self._idle_since >= pool.idle_timeout:
+            if self._busy_peak < pool.size and pool.shrink():
+                log.info('pool: a worker to spare for %gs (--idle-timeout); shrinking to %d '
+                         'worker%s', pool.idle_timeout, pool.size, 's' * (pool.size != 1))
+            self._idle_since, self._busy_peak = now, len(busy)
+
+    def _check_replacements(self):
+        """Mark the workers to replace: past --max-requests (their wish, in
+        the heartbeat) or --max-rss (read here, at most once a second)."""
+        now = time.monotonic()
+        measure = self.config.max_rss and now >= self._next_rss_check
+        if measure:
+            self._next_rss_check = now + 1.0
+        for worker in self.workers.values():
+            if not worker.ready or worker.retiring or worker.replace_because:
+                continue
+            if worker.heartbeat.replacement_asked():
+                worker.replace_because = 'replaced after --max-requests'
+            elif measure:
+                rss = resident_mib(worker.pid)
+                if rss is not None and rss > self.config.max_rss:
+                    worker.replace_because = (f'replaced: {rss:.0f} MiB resident, past '
+                                              f'--max-rss {self.config.max_rss:g}')
+                    log.info('%s uses %.0f MiB, past --max-rss %g; starting its replacement',
+                             worker, rss, self.config.max_rss)
 
     def _kill_unanswered(self, now, timeout):
         """SIGKILL the timed-out workers whose time is up."""

@@ -76,6 +76,18 @@ class Config:
         # does not split there (--script-name); None: as the server splits.
         self.script_name = None
         self.log_level = 'info'
+        # The pool (pool.py): grow up to max_workers while requests wait,
+        # back to workers after idle_timeout; 0: a fixed pool.
+        self.max_workers = 0
+        self.idle_timeout = 10.0
+        self.max_requests_jitter = 0    # each worker adds 0..this to max_requests
+        self.max_rss = 0                # MiB; a worker past it is replaced; 0: no limit
+        # Operations logs (oplogs.py): LogFile objects, opened before serving.
+        self.access_log = None
+        self.access_log_format = None   # None: oplogs.DEFAULT_ACCESS_FORMAT
+        self.slow_request = 0.0         # seconds; past it a request's traceback is logged
+        self.slow_log = None            # None: the server's log
+        self.preload = False            # import the application in the arbiter, before forking
         for name, value in settings.items():
             if not hasattr(self, name):
                 raise TypeError(f"unknown FastCGI setting {name!r}")

@@ -25,6 +25,7 @@ from ..handlers.base import describe_request
 from ..handlers.fastcgi import (FastCGIHandler, RecordErrors, RequestAborted, RequestTimedOut,
                                 ServerLog)
 from . import protocol as fcgi
+from .accesslog import LoggedHandler
 from .transports import transport_for
 
 __all__ = ['ServedConnection', 'RequestChannel', 'State']
@@ -309,8 +310,9 @@ class ServedConnection:
         channel = self.channel = RequestChannel(self, request_id, params,
                                                 self.sole or self.codec.keep_conn(request_id))
         errors = RecordErrors(channel) if self.config.fcgi_stderr else ServerLog()
-        handler = FastCGIHandler(channel, params, errors, self.multithread, self.multiprocess,
-                                 self.role)
+        access_log = self.config.access_log
+        handler = (FastCGIHandler if access_log is None else LoggedHandler)(
+            channel, params, errors, self.multithread, self.multiprocess, self.role)
         on_request = self.on_request
         if on_request is not None:
             on_request(True)
@@ -331,6 +333,8 @@ class ServedConnection:
         finally:
             self.channel = None
             self.served += 1
+            if access_log is not None:
+                access_log.request_ended(handler)
             if on_request is not None:
                 on_request(False)
         if self.state is CLOSED:    # the web server hung up or went silent

@@ -20,7 +20,8 @@ from collections import namedtuple
 from . import listeners as transports
 from . import protocol as fcgi
 from .connection import ServedConnection
-from .worker import FAST_STOP, Worker, server_values, stop_on_signals
+from .limits import raise_open_file_limit, warn_if_fds_short
+from .worker import FAST_STOP, OPERATOR_SIGNALS, Worker, server_values, stop_on_signals
 
 __all__ = ['serve', 'serve_in_process', 'serve_one_connection', 'serve_stream', 'Outcome',
            'configure_logging']
@@ -94,6 +95,7 @@ def serve(config, *, hup_stops=False):
         opened = [transports.take_stdin_listener(allowed)]
     for listener in opened:
         log.info('listening on %s', listener.name)
+    warn_if_fds_short(config, len(opened), raise_open_file_limit())
     if config.workers == 0:
         return serve_in_process(config, opened, hup_stops=hup_stops)
     from .arbiter import Arbiter
@@ -104,8 +106,9 @@ def serve(config, *, hup_stops=False):
 def serve_in_process(config, listeners, hup_stops=False):
     """One worker, in this process: no fork, no respawn, no timeout."""
     stopped_by = []
+    operator_signals = tuple(getattr(signal, name) for name in OPERATOR_SIGNALS)
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, *FAST_STOP)
-             + ((signal.SIGHUP,) if hasattr(signal, 'SIGHUP') else ())}
+             + ((signal.SIGHUP,) if hasattr(signal, 'SIGHUP') else ()) + operator_signals}
     try:
         app = config.load_application()
         worker = Worker([l.sock for l in listeners], app, config, heartbeat=None)
@@ -119,6 +122,11 @@ def serve_in_process(config, listeners, hup_stops=False):
                 log.warning('SIGHUP ignored: reloading needs workers (--workers 1 or more)')
         if hasattr(signal, 'SIGHUP'):
             signal.signal(signal.SIGHUP, on_hup)
+        # Without an arbiter there is no pool to resize: only SIGUSR1 acts.
+        for sig in operator_signals:
+            signal.signal(sig, signal.SIG_IGN)
+        if hasattr(signal, 'SIGUSR1'):
+            signal.signal(signal.SIGUSR1, lambda signum, frame: worker.reopen_logs_soon())
         log.info('serving in this process (pid %d), %d thread%s', os.getpid(), config.threads,
                  's' * (config.threads != 1))
         worker.run()

@@ -16,6 +16,7 @@ started) from the main thread, whatever the thread running it is doing.
 import logging
 import os
 import queue
+import random
 import select
 import selectors
 import signal
@@ -25,9 +26,13 @@ import threading
 import time
 
 from ..apploader import describe_load_error
+from ..handlers.base import describe_request
 from . import protocol as fcgi
 from .config import serves_in_several_processes
 from .connection import CLOSED, ServedConnection
+from .limits import NEW_CONNECTION_FAILED, AcceptBackoff
+from .logfiles import reopen_all
+from .slowlog import SlowLog, frame_of, watch_slow_requests
 from .peers import allowed_peers, peer_allowed
 
 log = logging.getLogger('gateway')
@@ -38,6 +43,12 @@ WORKER_BOOT_ERROR = 3       # exit status of a worker that could not load the ap
 # ready, and only ready workers are sent it.
 TIMEOUT_SIGNAL = getattr(signal, 'SIGABRT', None)
 FAST_STOP = tuple(getattr(signal, name) for name in ('SIGINT', 'SIGQUIT') if hasattr(signal, name))
+# Signals an operator may send that must never end a process by their
+# default action. SIGUSR1 reopens the log files; a worker ignores the rest
+# (the arbiter acts on SIGTTIN and SIGTTOU). SIGPIPE is ignored as Python
+# sets it: a write to a closed connection fails with EPIPE where it is made.
+OPERATOR_SIGNALS = tuple(name for name in ('SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGTTIN', 'SIGTTOU',
+                                           'SIGALRM') if hasattr(signal, name))
 
 _ACCEPT = object()
 _WAKE = object()
@@ -62,6 +73,8 @@ class Worker:
         self.app = app
         self.config = config
         self.heartbeat = heartbeat
+        self.slow_log = SlowLog(config.slow_log)
+        self._slow_watch = watch_slow_requests(self)    # may give it a heartbeat: first
         self.values = server_values(config, max(config.workers, 1))
         self.multiprocess = serves_in_several_processes(config)
         allowed = allowed_peers(config.web_server_addrs)
@@ -72,6 +85,11 @@ class Worker:
         self.pending_params = 0         # bytes held for requests not started (--max-pending-params)
         self.stopping = None            # None, 'graceful' or 'fast'
         self.requests_served = 0
+        # --max-requests plus this worker's share of --max-requests-jitter,
+        # so that workers started together are not all replaced together.
+        self.max_requests = config.max_requests and (
+            config.max_requests + random.randint(0, config.max_requests_jitter))
+        self.logs_to_reopen = False     # SIGUSR1 came: reopen between requests
         self._counts = [0] * max(config.threads, 1)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -84,6 +102,9 @@ class Worker:
         # when a request starts and ends.
         self._on_request = [self._request_callback(slot) for slot in range(len(self._counts))]
         self._accepting = {}            # listener -> how to accept on it (see _accept)
+        self._thread_idents = [None] * len(self._counts)   # slot -> the thread serving it
+        self._backoff = AcceptBackoff()
+        self._resume_accepting_at = 0.0  # while out of file descriptors (see _accept)
 
     def _request_callback(self, slot):
         heartbeat = self.heartbeat
@@ -110,7 +131,23 @@ class Worker:
         except OSError:
             pass
 
-    def answer_overdue(self):
+    def reopen_logs_soon(self):
+        """SIGUSR1: reopen the log files at the next turn of the loop (a
+        signal handler must not take the log's locks)."""
+        self.logs_to_reopen = True
+        try:
+            os.write(self._wake_w, b'l')
+        except OSError:
+            pass
+
+    def serving(self, slot):
+        """The connection thread *slot* serves, or None."""
+        return self._serving[slot]
+
+    def thread_ident(self, slot):
+        return self._thread_idents[slot]
+
+    def answer_overdue(self, frame=None):
         """The arbiter saw a request run past --timeout and replaces this
         worker: stop accepting, and end every request that has run longer
         than --timeout: a 504 response when the application has sent
@@ -136,6 +173,12 @@ class Worker:
         in_this_thread = False
         for slot, seconds in heartbeat.overdue(time.monotonic(), timeout):
             conn = self._serving[slot]
+            channel = conn.channel if conn is not None else None
+            if channel is not None:     # where it is stuck, before the 504 ends it
+                ident = self._thread_idents[slot]   # this thread's: the handler is on top of it
+                self.slow_log.report(describe_request(channel.params), seconds,
+                                     f'--timeout {timeout:g}s; answering 504',
+                                     frame if ident == threading.get_ident() else frame_of(ident))
             if conn is None or not conn.answer_overdue(seconds, timeout):
                 continue    # it ended a moment ago, or was answered 408
             heartbeat.finished(slot)
@@ -154,6 +197,9 @@ class Worker:
             self._accepting[listener] = self._accept_plan(listener)
             self.selector.register(listener, selectors.EVENT_READ, _ACCEPT)
         self.selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._thread_idents[0] = threading.get_ident()
+        if self._slow_watch is not None:
+            self._slow_watch.start()
         if threaded:
             for slot in range(config.threads):
                 thread = threading.Thread(target=self._pool_thread, args=(slot,), daemon=True,
@@ -175,9 +221,14 @@ class Worker:
                                         ' leaving them', len(self.connections),
                                         config.graceful_timeout)
                         return
-                for key, _ in self.selector.select(0.1 if self.stopping else 1.0):
+                wait = 0.1 if self.stopping else 1.0
+                if self._resume_accepting_at:
+                    wait = self._resume_accepting(wait)
+                for key, _ in self.selector.select(wait):
                     data = key.data
                     if data is _ACCEPT:
+                        if self._resume_accepting_at:
+                            continue    # paused a moment ago, by another listener's failure
                         # Under load more connections wait in the backlog:
                         # taking them now spares a select() per connection.
                         # Bounded, so that connections in the selector
@@ -189,6 +240,9 @@ class Worker:
                                 break
                     elif data is _WAKE:
                         self._drain_wake()
+                        if self.logs_to_reopen:
+                            self.logs_to_reopen = False
+                            reopen_all(f'worker (pid {os.getpid()})')
                     elif threaded:
                         self.selector.unregister(data.sock)
                         self._work.put(data)
@@ -201,6 +255,8 @@ class Worker:
                     self._close_idle(now)
                     next_sweep = now + 1.0
         finally:
+            if self._slow_watch is not None:
+                self._slow_watch.stop()
             for _ in self._threads:
                 self._work.put(None)
             for conn in list(self.connections):
@@ -291,8 +347,12 @@ class Worker:
         except (InterruptedError, ConnectionAbortedError):
             return True     # the peer gave up: there may be more
         except OSError as error:
-            log.error('accept() failed: %s', error)
+            if error.errno in NEW_CONNECTION_FAILED:
+                return True
+            self._pause_accepting(error)
             return False
+        if self._backoff.pause:
+            self._backoff.succeeded()
         if self.allowed_peers is not None and family != socket.AF_UNIX:
             if not peer_allowed(address, self.allowed_peers):
                 log.warning('connection from %s refused: not in %s', address[0],
@@ -336,6 +396,32 @@ class Worker:
         if not threaded:
             self._count_pending(conn)
         return True
+
+    def _pause_accepting(self, error):
+        """accept() failed, most likely for want of file descriptors: the
+        listening sockets stay readable, so they leave the selector for a
+        while (AcceptBackoff) rather than spin the worker; the connections
+        it has are served meanwhile."""
+        now = time.monotonic()
+        pause = self._backoff.failed(error, now, len(self.connections))
+        self._resume_accepting_at = now + pause
+        for listener in self.listeners:
+            try:
+                self.selector.unregister(listener)
+            except (KeyError, ValueError):
+                pass
+
+    def _resume_accepting(self, wait):
+        """The listening sockets back in the selector once their pause is
+        over (not when stopping); how long select() may wait meanwhile."""
+        left = self._resume_accepting_at - time.monotonic()
+        if left > 0 and not self.stopping:
+            return min(wait, left)
+        self._resume_accepting_at = 0.0
+        if not self.stopping:
+            for listener in self.listeners:
+                self.selector.register(listener, selectors.EVENT_READ, _ACCEPT)
+        return wait
 
     def _serve(self, conn, slot):
         conn.on_request = self._on_request[slot]
@@ -384,11 +470,19 @@ class Worker:
 
     def _check_max_requests(self):
         self.requests_served = sum(self._counts)
-        max_requests = self.config.max_requests
+        max_requests = self.max_requests
         if max_requests and self.requests_served >= max_requests and not self.stopping:
-            log.info('worker (pid %d) served %d requests (--max-requests); recycling',
-                     os.getpid(), self.requests_served)
-            self.stop(graceful=True)
+            heartbeat = self.heartbeat
+            if heartbeat is None:
+                log.info('worker (pid %d) served %d requests (--max-requests); recycling',
+                         os.getpid(), self.requests_served)
+                self.stop(graceful=True)
+            elif not heartbeat.replacement_asked():
+                # Served on until the arbiter's fresh worker is ready and
+                # stops this one: recycling leaves no moment without a worker.
+                log.info('worker (pid %d) served %d requests (--max-requests); asking for a '
+                         'replacement', os.getpid(), self.requests_served)
+                heartbeat.ask_replacement()
 
     def _forget(self, conn):
         try:
@@ -436,6 +530,7 @@ class Worker:
     # -- threads ----------------------------------------------------------------
 
     def _pool_thread(self, slot):
+        self._thread_idents[slot] = threading.get_ident()
         while True:
             conn = self._work.get()
             if conn is None:
@@ -478,8 +573,9 @@ def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_si
 
     *inherited_signals* were the arbiter's, and blocked across the fork;
     *alive_r* reaches end of file when the arbiter is gone."""
+    operator_signals = {getattr(signal, name) for name in OPERATOR_SIGNALS}
     for sig in inherited_signals:
-        signal.signal(sig, signal.SIG_DFL)
+        signal.signal(sig, signal.SIG_IGN if sig in operator_signals else signal.SIG_DFL)
     # Until serving, a fast stop just ends the process: SIGQUIT's default
     # would dump core, SIGINT's print a traceback.
     for sig in FAST_STOP:
@@ -495,9 +591,14 @@ def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_si
         os.close(report_w)
         return WORKER_BOOT_ERROR
     worker = Worker(socks, app, config, heartbeat)
+    if config.max_requests_jitter and worker.max_requests:
+        log.info('worker (pid %d) is replaced after %d requests (--max-requests %d, '
+                 '--max-requests-jitter %d)', os.getpid(), worker.max_requests,
+                 config.max_requests, config.max_requests_jitter)
     stop_on_signals(worker, in_child=True)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: worker.reopen_logs_soon())
     if config.timeout and TIMEOUT_SIGNAL is not None:
-        signal.signal(TIMEOUT_SIGNAL, lambda signum, frame: _end_overdue_requests(worker))
+        signal.signal(TIMEOUT_SIGNAL, lambda signum, frame: _end_overdue_requests(worker, frame))
     threading.Thread(target=_stop_when_orphaned, args=(alive_r, worker), daemon=True,
                      name='arbiter-watch').start()
     _write_all(report_w, b'R')
@@ -506,9 +607,9 @@ def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_si
     return 0
 
 
-def _end_overdue_requests(worker):
+def _end_overdue_requests(worker, frame):
     # The arbiter saw a request run past --timeout and has replaced us.
-    if worker.answer_overdue():
+    if worker.answer_overdue(frame):
         # This handler runs on top of the overdue request: returning would
         # resume the application, whose answer nobody wants any more.
         flush_and_exit(0)
