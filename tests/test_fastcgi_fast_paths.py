@@ -16,6 +16,7 @@ import pytest
 
 from support.helpers import unavailable, wait_until
 from gateway.handlers.base import BaseHandler
+from gateway.handlers.fastcgi import FastCGIHandler, ServerLog
 from gateway.fastcgi import client as c
 from gateway.fastcgi import protocol as p
 from gateway.fastcgi.config import Config
@@ -403,3 +404,87 @@ def test_a_response_cut_short_reaches_the_web_server_before_the_close():
             assert b''.join(r.content for r in records if r.type == p.FCGI_STDOUT).endswith(b'half')
             assert not [r for r in records if r.type == p.FCGI_END_REQUEST]
             sock.close()
+
+
+# -- the usual answer, written at once --------------------------------------------
+
+class _Channel:
+    """What a connection lends a handler, recording what is sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    def read(self):
+        return b''
+
+    def write(self, data):
+        self.sent.append(('write', data))
+
+    def stderr(self, data):
+        self.sent.append(('stderr', data))
+
+    def finish(self, data=b''):
+        self.sent.append(('finish', data))
+
+    def abort(self):
+        self.sent.append(('abort',))
+
+
+class _LongWay(FastCGIHandler):
+    """The handler with its shortcut for the usual answer off: a subclass
+    that changes how a response is written."""
+
+    def _write(self, data):
+        FastCGIHandler._write(self, data)
+
+
+def _sent_by(handler_class, app, method):
+    channel = _Channel()
+    params = dict(PARAMS, REQUEST_METHOD=method)
+    handler_class(channel, params, ServerLog(), False, True).run(app)
+    return channel.sent
+
+
+def _app(status, headers, blocks, change_after=None):
+    def app(environ, start_response):
+        listed = list(headers)
+        start_response(status, listed)
+        if change_after:
+            listed.append(change_after)
+        return blocks
+    return app
+
+
+USUAL_AND_NOT = [
+    ('200 OK', [('Content-Type', 'text/plain')], [b'hello']),
+    ('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '5')], [b'hello']),
+    ('200 OK', [('content-length', ' 5 ')], [b'hello']),
+    ('200 OK', [('Content-Length', '005')], [b'hello']),
+    ('200 OK', [('Content-Length', '4')], [b'hello']),
+    ('200 OK', [('Content-Length', '9')], [b'hello']),
+    ('200 OK', [('Content-Length', '5'), ('Content-Length', '5')], [b'hello']),
+    ('200 OK', [('Content-Length', 'five')], [b'hello']),
+    ('200 OK', [], [b'']),
+    ('200 OK', [], [b'x' * 70000]),
+    ('200 OK', [], (b'tuple',)),
+    ('200 OK', [], [b'a', b'b']),
+    ('200 OK', [], ['text']),
+    ('204 No Content', [], [b'body']),
+    ('304 Not Modified', [('Content-Length', '4')], [b'body']),
+    ('103 Early Hints', [], [b'body']),
+    ('404 Caf\xe9', [('X-Name', 'caf\xe9')], [b'not here']),
+]
+
+
+@pytest.mark.parametrize('method', ['GET', 'HEAD', 'head', 'POST'])
+@pytest.mark.parametrize('status, headers, blocks', USUAL_AND_NOT)
+def test_the_usual_answer_is_sent_as_the_long_way_sends_it(status, headers, blocks, method):
+    assert FastCGIHandler._takes_shortcut and not _LongWay._takes_shortcut
+    app = _app(status, headers, blocks)
+    assert _sent_by(FastCGIHandler, app, method) == _sent_by(_LongWay, app, method)
+
+
+def test_headers_changed_after_start_response_are_checked_as_the_long_way_checks_them():
+    for added in [('X-Late', 'fine'), ('X-Bad', 'a\nb'), ('Content-Length', '5')]:
+        app = _app('200 OK', [('Content-Type', 'text/plain')], [b'hello'], change_after=added)
+        assert _sent_by(FastCGIHandler, app, 'GET') == _sent_by(_LongWay, app, 'GET')
