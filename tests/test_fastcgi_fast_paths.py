@@ -14,6 +14,7 @@ import threading
 
 import pytest
 
+from support.fake_transport import FakeChannel
 from support.helpers import unavailable, wait_until
 from gateway.handlers.base import BaseHandler
 from gateway.handlers.fastcgi import FastCGIHandler, ServerLog
@@ -408,28 +409,6 @@ def test_a_response_cut_short_reaches_the_web_server_before_the_close():
 
 # -- the usual answer, written at once --------------------------------------------
 
-class _Channel:
-    """What a connection lends a handler, recording what is sent."""
-
-    def __init__(self):
-        self.sent = []
-
-    def read(self):
-        return b''
-
-    def write(self, data):
-        self.sent.append(('write', data))
-
-    def stderr(self, data):
-        self.sent.append(('stderr', data))
-
-    def finish(self, data=b''):
-        self.sent.append(('finish', data))
-
-    def abort(self):
-        self.sent.append(('abort',))
-
-
 class _LongWay(FastCGIHandler):
     """The handler with its shortcut for the usual answer off: a subclass
     that changes how a response is written."""
@@ -439,10 +418,10 @@ class _LongWay(FastCGIHandler):
 
 
 def _sent_by(handler_class, app, method):
-    channel = _Channel()
+    channel = FakeChannel()
     params = dict(PARAMS, REQUEST_METHOD=method)
     handler_class(channel, params, ServerLog(), False, True).run(app)
-    return channel.sent
+    return channel.calls
 
 
 def _app(status, headers, blocks, change_after=None):
