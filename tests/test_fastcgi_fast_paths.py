@@ -24,7 +24,7 @@ from gateway.fastcgi.config import Config
 from gateway.fastcgi.connection import ServedConnection, State
 from gateway.fastcgi.transports import SocketTransport
 from gateway.fastcgi.worker import Worker
-from gateway.headers import Headers, check_header_name, check_header_value
+from gateway.headers import Headers, check_header_name, check_header_value, check_headers
 from gateway.util import is_hop_by_hop
 
 PARAMS = {'REQUEST_METHOD': 'GET', 'SCRIPT_NAME': '/app', 'PATH_INFO': '/x',
@@ -116,6 +116,21 @@ def test_start_response_accepts_and_refuses_as_the_full_checks_do(headers):
     expected = _outcome(lambda: _reference_checks(list(headers)))
     got = _outcome(lambda: (handler.start_response('200 OK', list(headers)), handler.headers)[1])
     assert got == expected
+
+
+def test_a_field_that_passed_before_is_refused_when_it_is_no_plain_str_pair():
+    class Text(str):
+        pass
+
+    for cgi in (False, True):
+        check_headers([('X-Seen', 'before')], cgi=cgi)
+        for field in [('X-Seen', Text('before')), (Text('X-Seen'), 'before'),
+                      ('X-Seen', 'before', 'extra')]:
+            with pytest.raises(AssertionError):
+                check_headers([field], cgi=cgi)
+    check_headers([('Status', '200 OK')])       # fine for HTTP, not for CGI output
+    with pytest.raises(ValueError):
+        check_headers([('Status', '200 OK')], cgi=True)
 
 
 def test_headers_built_without_a_second_check_are_plain_headers():

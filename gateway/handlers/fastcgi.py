@@ -258,21 +258,22 @@ class FastCGIHandler(BaseCGIHandler):
         fields = headers._headers
         size = '%d' % len(block)
         declared = None
+        head = f'Status: {status}\r\n'
         for name, value in fields:
             if name.lower() == 'content-length':
                 if declared is not None:
                     return False
                 declared = value
+            head += f'{name}: {value}\r\n'
         if declared is None:
             fields.append(('Content-Length', size))     # as set_content_length() adds it
+            head += f'Content-Length: {size}\r\n'
         elif declared.strip() != size:
             return False
         self.headers_sent = True
         self.bytes_sent = self.body_written = self.content_length = len(block)
-        head = ''.join([f'Status: {status}\r\n', *[f'{name}: {value}\r\n'
-                                                    for name, value in fields], '\r\n'])
         self.close()
-        self.channel.finish(head.encode('iso-8859-1') + block)
+        self.channel.finish((head + '\r\n').encode('iso-8859-1') + block)
         return True
 
     def _write(self, data):
