@@ -23,6 +23,11 @@ Arbiter signals:
     a worker's death  a new one at once; with a growing back-off when new
                       workers keep dying before they are ready
 
+A worker that leaves while others stay (replaced by a reload, recycled by
+--max-requests, replaced after --timeout) hands the connections it holds to
+one that stays, through the arbiter (handover.py), so that a web server
+reusing connections never has one closed under a request it is writing.
+
 A request running longer than ``timeout`` gets its worker replaced. The
 arbiter sees request start times in a Heartbeat shared with each worker,
 starts a replacement and sends the worker TIMEOUT_SIGNAL. The worker's main
@@ -43,6 +48,7 @@ import select
 import signal
 import time
 
+from . import handover
 from .config import TIMEOUT_GRACE
 from .logfiles import reopen_all
 from .pool import POOL_CHECK, Pool, listen_queue, resident_mib
@@ -211,6 +217,7 @@ class Arbiter:
         self._busy_peak = 0                     # the most workers seen busy in it
         self._wake_r = self._wake_w = None
         self._alive_r = self._alive_w = None
+        self._relay = handover.Relay() if handover.available() else None
         self._saved_signals = {}
         self._saved_wakeup_fd = -1
         self._logs_reopened = 0         # SIGUSR1s so far
@@ -236,8 +243,12 @@ class Arbiter:
                 self._check_timeouts()
                 self._check_replacements()
                 self._adjust_pool()
+                if self._relay is not None:
+                    self._relay.pass_on(self.workers.values(), self.generation)
             self._stop_workers()
         finally:
+            if self._relay is not None:
+                self._relay.close()
             self._kill_all()
             for listener in self.listeners:
                 listener.close()
@@ -302,17 +313,22 @@ class Arbiter:
         for worker in self.workers.values():
             if worker.kill_at:
                 wait = min(wait, worker.kill_at - time.monotonic())
+        if self._relay is not None and self._relay.held:
+            wait = min(wait, 0.05)  # a worker's queue was full, or none was ready
         return max(wait, 0.0)
 
     def _sleep(self, timeout):
         """Wait for a signal, a worker's report, or *timeout*."""
         booting = {w.report_fd: w for w in self.workers.values() if w.report_fd is not None}
+        relayed = {} if self._relay is None else self._relay.fds()
         try:
-            readable = select.select([self._wake_r, *booting], [], [], timeout)[0]
+            readable = select.select([self._wake_r, *booting, *relayed], [], [], timeout)[0]
         except InterruptedError:
             readable = []
         for fd in readable:
-            if fd == self._wake_r:
+            if fd in relayed:
+                self._relay.receive(relayed[fd])
+            elif fd == self._wake_r:
                 try:
                     while os.read(self._wake_r, 4096):
                         pass
@@ -378,6 +394,7 @@ class Arbiter:
     def _spawn(self):
         config = self.config
         heartbeat = Heartbeat(config.threads)
+        pair = None if self._relay is None else self._relay.new_pair()
         report_r, report_w = os.pipe()
         number = next(self._numbers)
         # Blocked across the fork, so the child cannot run the arbiter's
@@ -390,13 +407,17 @@ class Arbiter:
             os.close(report_r)
             os.close(report_w)
             heartbeat.close()
+            for end in pair or ():
+                end.close()
             log.error('cannot fork a worker: %s; trying again in 1s', error)
             self._respawn_at = time.monotonic() + 1.0
             return
         if pid == 0:
             os.close(report_r)
-            self._become_worker(number, heartbeat, report_w)    # never returns
+            self._become_worker(number, heartbeat, report_w, pair)     # never returns
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+        if pair is not None:
+            self._relay.add(pid, pair)
         os.close(report_w)
         os.set_blocking(report_r, False)
         worker = self.workers[pid] = WorkerProcess(number, pid, self.generation, heartbeat,
@@ -426,6 +447,8 @@ class Arbiter:
             except ChildProcessError:
                 reaped, status = pid, 0
             if reaped:
+                if self._relay is not None:
+                    self._relay.drop(pid)
                 self._exited(self.workers.pop(pid), status)
 
     def _exited(self, worker, status):
@@ -493,6 +516,11 @@ class Arbiter:
     # -- reload, timeouts, stop ---------------------------------------------------
 
     def _reload(self):
+        if self.config.preload:
+            from .preload import reload_preloaded
+            log.info('SIGHUP: importing the application again in the arbiter (--preload)')
+            if not reload_preloaded(self.config):
+                return
         self.generation += 1
         self._reloading = True
         count = sum(1 for w in self.workers.values() if not w.retiring)
@@ -603,6 +631,9 @@ class Arbiter:
         else:
             log.info('shutting down now')
             deadline = time.monotonic() + FAST_STOP_WAIT
+        if self._relay is not None:
+            # Nobody stays to take connections: the workers close theirs.
+            self._relay.close()
         for worker in self.workers.values():
             self._kill(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
         # The workers have stopped accepting; the arbiter's copies go too, so
@@ -637,7 +668,7 @@ class Arbiter:
 
     # -- the child side of the fork ---------------------------------------------
 
-    def _become_worker(self, number, heartbeat, report_w):
+    def _become_worker(self, number, heartbeat, report_w, pair):
         """In the child: drop what is the arbiter's, then live as a worker
         (worker.py); never returns."""
         status = 1
@@ -648,8 +679,9 @@ class Arbiter:
             for worker in self.workers.values():
                 worker.close()
             self.workers.clear()
+            end = None if pair is None else self._relay.child_side(pair)
             status = run_worker_process(self.config, [l.sock for l in self.listeners],
-                                        heartbeat, report_w, self._alive_r, _HANDLED)
+                                        heartbeat, report_w, self._alive_r, _HANDLED, end)
         except BaseException:
             try:
                 log.exception('worker %d crashed', number)

@@ -88,6 +88,8 @@ class Config:
         self.slow_request = 0.0         # seconds; past it a request's traceback is logged
         self.slow_log = None            # None: the server's log
         self.preload = False            # import the application in the arbiter, before forking
+        self.preloaded = None           # ... the application it imported (preload.py)
+        self.preloaded_modules = ()     # ... and the modules that are its own
         for name, value in settings.items():
             if not hasattr(self, name):
                 raise TypeError(f"unknown FastCGI setting {name!r}")
@@ -99,6 +101,8 @@ class Config:
 
     def load_application(self):
         """The WSGI callable these settings name (see apploader)."""
+        if self.preloaded is not None:
+            return self.preloaded       # imported by the arbiter (--preload)
         from ..apploader import load_application
         # Where --chdir went is the operator's choice; the directory the
         # server was merely started in is not imported from when this user

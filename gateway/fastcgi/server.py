@@ -99,6 +99,15 @@ def serve(config, *, hup_stops=False):
     if config.workers == 0:
         return serve_in_process(config, opened, hup_stops=hup_stops)
     from .arbiter import Arbiter
+    if config.preload:
+        from .preload import preload
+        try:
+            preload(config)
+        except BaseException:
+            for listener in opened:
+                listener.close()
+                listener.remove_socket_file()
+            raise
     arbiter = Arbiter(config, opened, hup_stops=hup_stops)
     return Outcome(arbiter.run(), arbiter.stop_signal)
 

@@ -11,6 +11,9 @@ more, it is handed to a pool thread and comes back when its request is done.
 When the arbiter says a request has run past --timeout, answer_overdue()
 answers it ``504 Gateway Timeout`` (or cuts it, if its response has
 started) from the main thread, whatever the thread running it is doing.
+
+A graceful stop under an arbiter hands the connections over to a worker
+that stays instead of closing them (handover.py: HandsOver).
 """
 
 import logging
@@ -29,6 +32,7 @@ from ..handlers.base import describe_request
 from . import protocol as fcgi
 from .config import serves_in_several_processes
 from .connection import CLOSED, ServedConnection
+from .handover import HandsOver
 from .limits import NEW_CONNECTION_FAILED, AcceptBackoff
 from .logfiles import reopen_all
 from .slowlog import SlowLog, frame_of, watch_slow_requests
@@ -51,6 +55,7 @@ OPERATOR_SIGNALS = tuple(name for name in ('SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SI
 
 _ACCEPT = object()
 _WAKE = object()
+_ADOPT = object()
 _ACCEPT_BATCH = 16      # connections accepted per wake-up, at most
 
 
@@ -73,11 +78,12 @@ def _jitter(most):
     return random.randint(0, most)
 
 
-class Worker:
+class Worker(HandsOver):
     """Serves FastCGI connections from *listeners* until stopped."""
 
-    def __init__(self, listeners, app, config, heartbeat=None):
+    def __init__(self, listeners, app, config, heartbeat=None, handover=None):
         self.listeners = list(listeners)
+        self.handover = handover        # a handover.WorkerEnd, under an arbiter
         self.app = app
         self.config = config
         self.heartbeat = heartbeat
@@ -205,6 +211,8 @@ class Worker:
             self._accepting[listener] = self._accept_plan(listener)
             self.selector.register(listener, selectors.EVENT_READ, _ACCEPT)
         self.selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        if self.handover is not None:
+            self.selector.register(self.handover.sock, selectors.EVENT_READ, _ADOPT)
         self._thread_idents[0] = threading.get_ident()
         if self._slow_watch is not None:
             self._slow_watch.start()
@@ -221,7 +229,10 @@ class Worker:
                 if self.stopping:
                     if deadline is None:
                         deadline = self._begin_stop()
-                    self._close_finished()
+                    if self.handover is not None and self.handover.open:
+                        self._hand_over()
+                    else:
+                        self._close_finished()
                     if self.stopping == 'fast' or not self.connections \
                             or time.monotonic() > deadline:
                         if self.connections and self.stopping != 'fast':
@@ -251,6 +262,8 @@ class Worker:
                         if self.logs_to_reopen:
                             self.logs_to_reopen = False
                             reopen_all(f'worker (pid {os.getpid()})')
+                    elif data is _ADOPT:
+                        self._adopt()
                     elif threaded:
                         self.selector.unregister(data.sock)
                         self._work.put(data)
@@ -273,6 +286,8 @@ class Worker:
             self.selector.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
+            if self.handover is not None:
+                self.handover.close()
 
     def _begin_stop(self):
         for listener in self.listeners:
@@ -575,12 +590,14 @@ class Worker:
 # A forked worker's life
 # ---------------------------------------------------------------------------
 
-def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_signals):
+def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_signals,
+                       handover=None):
     """A freshly forked worker: its own signals, the application loaded,
     ready reported on *report_w*, served until stopped. The exit status.
 
     *inherited_signals* were the arbiter's, and blocked across the fork;
-    *alive_r* reaches end of file when the arbiter is gone."""
+    *alive_r* reaches end of file when the arbiter is gone; *handover* is
+    this worker's handover.WorkerEnd, or None."""
     operator_signals = {getattr(signal, name) for name in OPERATOR_SIGNALS}
     for sig in inherited_signals:
         signal.signal(sig, signal.SIG_IGN if sig in operator_signals else signal.SIG_DFL)
@@ -598,7 +615,7 @@ def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_si
                                                                                   'replace'))
         os.close(report_w)
         return WORKER_BOOT_ERROR
-    worker = Worker(socks, app, config, heartbeat)
+    worker = Worker(socks, app, config, heartbeat, handover)
     if config.max_requests_jitter and worker.max_requests:
         log.info('worker (pid %d) is replaced after %d requests (--max-requests %d, '
                  '--max-requests-jitter %d)', os.getpid(), worker.max_requests,
@@ -620,6 +637,7 @@ def _end_overdue_requests(worker, frame):
     if worker.answer_overdue(frame):
         # This handler runs on top of the overdue request: returning would
         # resume the application, whose answer nobody wants any more.
+        worker.leave_at_once()
         flush_and_exit(0)
 
 

@@ -29,6 +29,19 @@ def pid(environ, start_response):
     return _answer(start_response, str(os.getpid()).encode())
 
 
+_served = []
+
+
+def consume(environ, start_response):
+    """Reads the whole body and answers its length; the first request a
+    worker serves is logged, so that a test sees a fresh worker serve."""
+    size = len(environ['wsgi.input'].read())
+    if not _served:
+        _served.append(size)
+        _announce(environ, 'first POST')
+    return _answer(start_response, b'%d' % size)
+
+
 def slow(environ, start_response):
     """Sleeps ?SECONDS, then answers with a large body (its end proves the
     whole response arrived). Logs when it starts, so that a test knows it
@@ -117,7 +130,8 @@ def _announce(environ, what):
     environ['wsgi.errors'].flush()
 
 
-ROUTES = {'/pid': pid, '/slow': slow, '/stream': stream, '/hang': hang, '/spin': spin,
+ROUTES = {'/pid': pid, '/consume': consume, '/slow': slow, '/stream': stream, '/hang': hang,
+          '/spin': spin,
           '/hang-after-headers': hang_after_headers, '/deaf': deaf}
 
 

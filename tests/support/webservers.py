@@ -295,6 +295,7 @@ def fastcgi_site(upstream, keep_conn=True, keepalive=8, extra=''):
     upstream gateway_fastcgi {{
         server {upstream};
         keepalive {keepalive};
+        keepalive_timeout 50s;
     }}
     server {{
         listen 127.0.0.1:PORT;
