@@ -339,6 +339,11 @@ _NUMERIC_OPTIONS = (
      'a request running longer than S seconds is answered 504 Gateway Timeout (cut '
      'instead if its response has started) and its worker replaced; a worker that '
      'cannot answer within %(grace)gs is killed (default: %%(default)g; 0: never)'),
+    (('--boot-timeout',), float, 0, 'S', _SECONDS,
+     'a worker that has not loaded the application S seconds after it started is killed '
+     'and the Python traceback of where its import was stuck is logged: at start the '
+     'server exits 1, on a reload the old workers keep serving (default: %(default)g; '
+     '0: wait for ever)'),
     (('--graceful-timeout',), float, 0, 'S', _SECONDS,
      'on SIGTERM and reload, how long requests in progress may take to finish '
      '(default: %(default)g)'),
@@ -547,6 +552,7 @@ def fastcgi_main(argv=None):
         app=spec, binds=args.bind, workers=workers,
         threads=args.threads, backlog=args.backlog, max_requests=args.max_requests,
         timeout=args.timeout, graceful_timeout=args.graceful_timeout,
+        boot_timeout=args.boot_timeout,
         max_connections=args.max_connections, read_timeout=args.read_timeout,
         request_read_timeout=args.request_read_timeout,
         max_params_size=args.max_params_size, max_pending_params=args.max_pending_params,

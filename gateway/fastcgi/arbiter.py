@@ -28,6 +28,13 @@ A worker that leaves while others stay (replaced by a reload, recycled by
 one that stays, through the arbiter (handover.py), so that a web server
 reusing connections never has one closed under a request it is writing.
 
+A worker that has not loaded the application within ``boot_timeout`` of its
+fork (an import waiting on a database, say) is killed, whoever spawned it,
+and the Python traceback its faulthandler wrote into the report pipe tells
+where the import was stuck: at start the server exits 1, during a reload
+the reload is abandoned and the old workers keep serving, a replacement is
+retried with the usual back-off.
+
 A request running longer than ``timeout`` gets its worker replaced. The
 arbiter sees request start times in a Heartbeat shared with each worker,
 starts a replacement and sends the worker TIMEOUT_SIGNAL. The worker's main
@@ -49,6 +56,7 @@ import signal
 import time
 
 from . import handover
+from .boot import boot_deadline, hung_boots, why_it_hung
 from .config import TIMEOUT_GRACE
 from .logfiles import reopen_all
 from .pool import POOL_CHECK, Pool, listen_queue, resident_mib
@@ -130,7 +138,7 @@ class Heartbeat:
 class WorkerProcess:
     """The arbiter's record of one forked worker."""
 
-    def __init__(self, number, pid, generation, heartbeat, report_fd):
+    def __init__(self, number, pid, generation, heartbeat, report_fd, boot_deadline=0.0):
         self.number = number
         self.pid = pid
         self.generation = generation    # a SIGHUP makes older generations stale
@@ -144,6 +152,8 @@ class WorkerProcess:
         self.kill_at = 0.0              # when to SIGKILL it; 0: not planned
         self.replace_because = None     # why a fresh worker is to replace it (--max-rss, ...)
         self.logs_opened = 0            # the arbiter's reopen count when it was forked
+        self.boot_deadline = boot_deadline  # not ready by then: killed; 0: no limit
+        self.boot_timed_out = False
 
     def __str__(self):
         return f'worker {self.number} (pid {self.pid})'
@@ -240,6 +250,7 @@ class Arbiter:
                 self._sleep(self._sleep_time())
                 self._handle_signals()
                 self._reap()
+                self._check_boots()
                 self._check_timeouts()
                 self._check_replacements()
                 self._adjust_pool()
@@ -313,6 +324,8 @@ class Arbiter:
         for worker in self.workers.values():
             if worker.kill_at:
                 wait = min(wait, worker.kill_at - time.monotonic())
+            if worker.boot_deadline and not worker.ready and not worker.boot_timed_out:
+                wait = min(wait, worker.boot_deadline - time.monotonic())
         if self._relay is not None and self._relay.held:
             wait = min(wait, 0.05)  # a worker's queue was full, or none was ready
         return max(wait, 0.0)
@@ -421,7 +434,7 @@ class Arbiter:
         os.close(report_w)
         os.set_blocking(report_r, False)
         worker = self.workers[pid] = WorkerProcess(number, pid, self.generation, heartbeat,
-                                                   report_r)
+                                                   report_r, boot_deadline(config))
         worker.logs_opened = self._logs_reopened
         log.debug('worker %d spawned (pid %d)', number, pid)
 
@@ -456,7 +469,7 @@ class Arbiter:
             self._reported(worker)
         worker.close()
         code, how = _how_it_ended(status)
-        if not worker.ready:
+        if not worker.ready and not self._stopping:
             self._boot_failed(worker, how)
         elif worker.timed_out:
             log.info('%s %s after --timeout; a fresh worker replaces it', worker, how)
@@ -470,12 +483,12 @@ class Arbiter:
 
     def _boot_failed(self, worker, how):
         report = bytes(worker.report)
-        if report[:1] == b'E':
+        if worker.boot_timed_out:
+            why = why_it_hung(worker, self.config.boot_timeout)
+        elif report[:1] == b'E':
             why = report[1:].decode('utf-8', 'replace').rstrip()
         else:
             why = f'{worker} {how} before it was ready'
-        if self._stopping:
-            return
         self._boot_failures += 1
         if worker.generation == self.generation and self._reloading:
             # The old workers still run the code that worked: keep them.
@@ -527,6 +540,11 @@ class Arbiter:
         note = '' if self.config.app else ' (the application object is reused, not re-imported)'
         log.info('SIGHUP: reloading, replacing %d worker%s one at a time%s', count,
                  's' * (count != 1), note)
+
+    def _check_boots(self):
+        # Past --boot-timeout: killed; _reap then logs why (boot.py).
+        for worker in list(hung_boots(self.workers.values(), time.monotonic())):
+            self._kill(worker, signal.SIGKILL)
 
     def _check_timeouts(self):
         timeout = self.config.timeout

@@ -52,6 +52,9 @@ class Config:
         self.max_requests = 0           # per worker; 0: never recycle
         self.timeout = 30.0             # a request running longer is answered 504, its worker replaced; 0: never
         self.graceful_timeout = 30.0    # SIGTERM: how long in-flight requests may take
+        # A worker that has not loaded the application this long after its
+        # fork is killed, where it was stuck logged; 0: wait for ever.
+        self.boot_timeout = 60.0
         self.max_connections = 1024     # per worker; beyond it, BEGIN_REQUEST gets OVERLOADED; 0: unlimited
         self.read_timeout = 60.0        # a web server silent mid-request (or idle between requests) this long is dropped
         # From BEGIN_REQUEST to the end of PARAMS and of the body the application

@@ -30,6 +30,7 @@ import time
 from ..apploader import describe_load_error
 from ..handlers.base import describe_request
 from . import protocol as fcgi
+from .boot import load_reporting_a_hang
 from .config import serves_in_several_processes
 from .connection import CLOSED, ServedConnection
 from .handover import HandsOver
@@ -609,7 +610,7 @@ def run_worker_process(config, socks, heartbeat, report_w, alive_r, inherited_si
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, inherited_signals)
     try:
-        app = config.load_application()
+        app = load_reporting_a_hang(config, report_w)
     except BaseException as error:
         _write_all(report_w, b'E' + describe_load_error(config.app, error).encode('utf-8',
                                                                                   'replace'))
