@@ -7,7 +7,7 @@
 #   docker build --target base   -t gateway-base .    # python3 + the gateway package
 #
 # Each web-server image serves the application at /app through the front
-# GATEWAY_FRONT names (nginx-cgi, nginx-fastcgi; apache-cgi, apache-proxy-fcgi,
+# GATEWAY_FRONT names (nginx-cgi, nginx-fastcgi, nginx-fastcgi-replicas; apache-cgi, apache-proxy-fcgi,
 # apache-fcgid; lighttpd-fastcgi, haproxy-fastcgi, caddy-fastcgi,
 # h2o-fastcgi); docker-compose.yml runs three of them together. Everything runs as an
 # unprivileged user, on a read-only root file system if wanted (tmpfs on /run
@@ -84,11 +84,14 @@ CMD ["python3", "-c", "import gateway; print(gateway.__file__)"]
 # these ranges. docker-compose.yml runs the server on a unix socket instead
 # (gateway fastcgi --bind unix:/run/gateway/fastcgi.sock --unix-mode 660),
 # where the socket's permissions decide.
+# The health check sends a FastCGI request for the ping path, which the
+# server answers itself (GATEWAY_PING_PATH): healthy means "answers FastCGI".
 FROM base AS app
-ENV FCGI_WEB_SERVER_ADDRS=172.16.0.0/12,192.168.0.0/16,10.0.0.0/8,fd00::/8,127.0.0.1
+ENV FCGI_WEB_SERVER_ADDRS=172.16.0.0/12,192.168.0.0/16,10.0.0.0/8,fd00::/8,127.0.0.1 \
+    GATEWAY_PING_PATH=/ping GATEWAY_STATUS_PATH=/status
 EXPOSE 9000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', 9000), 2).close()"]
+    CMD ["gateway", "request", "127.0.0.1:9000", "/ping", "--quiet", "--timeout", "2"]
 CMD ["python3", "-m", "gateway", "fastcgi", "--bind", "0.0.0.0:9000"]
 
 # --- web: what both web-server images share -----------------------------------
@@ -107,8 +110,8 @@ RUN apt-get update \
     && ln -s /dev/stderr /var/log/nginx/error.log \
     && ln -s /dev/stdout /var/log/nginx/access.log
 COPY nginx/nginx.conf /etc/nginx/nginx.conf
-COPY nginx/app-fastcgi.conf nginx/fastcgi-site.conf nginx/cgi-site.conf nginx/health.conf \
-    /etc/nginx/gateway/
+COPY nginx/app-fastcgi.conf nginx/fastcgi-site.conf nginx/replicas-site.conf \
+    nginx/cgi-site.conf nginx/health.conf /etc/nginx/gateway/
 COPY nginx/entrypoint.sh /usr/local/bin/gateway-nginx
 # The configuration tests run as root and leave the pid file, temporary
 # directories and the chosen site in /tmp/nginx: remove them, the
@@ -116,6 +119,7 @@ COPY nginx/entrypoint.sh /usr/local/bin/gateway-nginx
 RUN chmod 0755 /usr/local/bin/gateway-nginx \
     && for front in nginx-cgi nginx-fastcgi; do \
         GATEWAY_FRONT=$front gateway-nginx -t -q || exit 1; done \
+    && GATEWAY_FRONT=nginx-fastcgi-replicas GATEWAY_FASTCGI=app:9000 gateway-nginx -t -q \
     && rm -rf /tmp/nginx
 COPY --from=package /opt/gateway /opt/gateway
 ENV GATEWAY_FRONT=nginx-cgi

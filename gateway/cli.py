@@ -16,6 +16,8 @@ USAGE = """\
 usage: gateway cgi [--iis] [--script-name PREFIX] [--chdir DIR] [--log-file FILE]
                    [MODULE:CALLABLE]
        gateway fastcgi MODULE:CALLABLE [options]   (see: gateway fastcgi --help)
+       gateway request ADDRESS PATH [options]      (see: gateway request --help)
+       gateway status ADDRESS [--json] [--full]
        python -m gateway ...
 
 Serve a WSGI application behind a web server.
@@ -53,6 +55,11 @@ Serve a WSGI application behind a web server.
             ever reaches the client.
 
   fastcgi   Run a supervised FastCGI server.
+
+  request   Send one FastCGI request to a running server and print the answer
+            (exit status 0 for 2xx): gateway request unix:/run/gateway/fastcgi.sock /ping
+
+  status    Print a running server's status page (its --status-path).
 """
 
 
@@ -224,6 +231,9 @@ def main(argv=None):
                              "request (GATEWAY_INTERFACE and REQUEST_METHOD are set)\n")
             return 2
         return fastcgi_main(rest)
+    if command in ('request', 'status'):
+        from .client_commands import main as client_main
+        return client_main(command, rest)
     sys.stderr.write(f"gateway: unknown command {command!r}\n\n{USAGE}")
     return 2
 
@@ -247,7 +257,11 @@ owner) can write there: a module written there would run in every new worker.
 
 Without --bind, the server uses what the web server left on fd 0: a listening
 socket (Apache mod_fcgid, spawn-fcgi, lighttpd), served by the usual workers,
-or one connection (IIS), served in this process one request at a time."""
+or one connection (IIS), served in this process one request at a time.
+
+Every option can also be set by an environment variable, named after it in
+brackets: GATEWAY_ and the option's name in capitals, dashes as underscores
+(GATEWAY_MAX_REQUESTS=1000). The command line wins over the variable."""
 
 EPILOG = """\
 examples:
@@ -306,6 +320,7 @@ def _check_mount_point(text):
 
 
 _bind = _checked_by(_check_bind)
+
 _mount_point = _checked_by(_check_mount_point)
 
 
@@ -387,24 +402,20 @@ def build_parser():
     """The argument parser of ``gateway fastcgi``."""
     import argparse
 
-    from .apploader import env_flag
+    from .environment_options import EnvironmentParser
     from .fastcgi.config import TIMEOUT_GRACE, Config
-
-    class Parser(argparse.ArgumentParser):
-        def error(self, message):
-            # One line, not a usage dump: the interesting part is the message.
-            self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
 
     defaults = Config()
     from .cli_operations import SIGNALS_HELP, add_operations_options
+    from .cli_status import add_status_options
 
     def formatter(prog):
         # The width argparse would find through shutil, whose import (and
         # bz2's, lzma's) the arbiter would otherwise pass on to every worker.
         return argparse.RawDescriptionHelpFormatter(prog, width=_terminal_columns() - 2)
 
-    parser = Parser(prog=PROG, description=DESCRIPTION, epilog=SIGNALS_HELP + '\n' + EPILOG,
-                    formatter_class=formatter)
+    parser = EnvironmentParser(prog=PROG, description=DESCRIPTION,
+                               epilog=SIGNALS_HELP + '\n' + EPILOG, formatter_class=formatter)
     add = parser.add_argument
     add('app', nargs='?', metavar='MODULE:CALLABLE',
         help='the WSGI application (default: $GATEWAY_APP)')
@@ -421,14 +432,15 @@ def build_parser():
         add(*flags, type=_number(kind, minimum, what), default=getattr(defaults, setting),
             metavar=metavar, help=text % {'grace': TIMEOUT_GRACE} if '%(grace)' in text else text)
     add_operations_options(add, defaults, _number)
-    add('--roles', type=_roles, default=os.environ.get('GATEWAY_ROLES') or 'responder',
+    add_status_options(add, _bind)
+    add('--roles', type=_roles, default='responder',
         metavar='LIST',
         help='the FastCGI roles served, comma-separated: responder, authorizer (Apache '
              "mod_authnz_fcgi). One application answers both and tells them apart by "
              "environ['FCGI_ROLE']; an AUTHORIZER request answered 200 is let through, its "
              'Variable-NAME headers set NAME for the protected resource, any other answer goes '
              'to the client. Serve authorizer only for an application written for it: any 200 '
-             "grants access (default: $GATEWAY_ROLES, else responder)")
+             "grants access (default: responder)")
     add('--fcgi-stderr', action='store_true',
         help="send wsgi.errors to the web server as FCGI_STDERR records (its error log) instead "
              "of this server's log (default: off; nginx logs every such record as an error)")
@@ -444,25 +456,23 @@ def build_parser():
              'and +x on every parent directory')
     add('--unix-group', default=None, metavar='GROUP',
         help="group (name or id) of unix sockets, e.g. the web server's (default: ours)")
-    add('--chdir', default=os.environ.get('GATEWAY_CHDIR') or None, metavar='DIR',
+    add('--chdir', default=None, metavar='DIR',
         help='change to DIR before binding and loading the application; DIR goes first on '
-             'sys.path, writable or not: naming it is the choice (default: $GATEWAY_CHDIR, '
-             'else stay)')
+             'sys.path, writable or not: naming it is the choice (default: stay)')
     add('--iis', action='store_true',
-        default=env_flag('GATEWAY_IIS'),
         help="undo IIS's PATH_INFO, which repeats SCRIPT_NAME when allowPathInfo is off, as "
-             'IISCGIHandler does (default: off; $GATEWAY_IIS=1 turns it on)')
-    add('--script-name', type=_mount_point, default=os.environ.get('GATEWAY_SCRIPT_NAME') or None,
+             'IISCGIHandler does (default: off)')
+    add('--script-name', type=_mount_point, default=None,
         metavar='PREFIX',
         help='the application is mounted at the URL path PREFIX, for web servers that do not '
              'split the path there (h2o, Caddy without split, HAProxy without path-info, an IIS '
              'wildcard mapping): a request under PREFIX gets SCRIPT_NAME=PREFIX and the rest as '
              'PATH_INFO, whatever the web server sent; any other path is answered 404 without '
              'calling the application. PREFIX is a decoded path ("/my app"), "/" the root '
-             '(default: $GATEWAY_SCRIPT_NAME, else as the web server splits)')
-    add('--log-file', default=os.environ.get('GATEWAY_LOG') or None, metavar='FILE',
+             '(default: as the web server splits)')
+    add('--log-file', default=None, metavar='FILE', legacy_variable='GATEWAY_LOG',
         help="append the server's log and wsgi.errors to FILE instead of stderr (default: "
-             '$GATEWAY_LOG, else stderr; under IIS, which keeps no stderr, give one)')
+             'stderr; under IIS, which keeps no stderr, give one)')
     add('--log-level', default=defaults.log_level, type=str.lower,
         choices=('debug', 'info', 'warning', 'error', 'critical'),
         help='log verbosity, on stderr (default: %(default)s)')
@@ -531,7 +541,8 @@ def fastcgi_main(argv=None):
     try:
         transports.allowed_peers(args.web_server_addrs)
     except ValueError as error:
-        return _fail(2, str(error))
+        source = parser.source_of('web_server_addrs', args)
+        return _fail(2, str(error).replace('--web-server-addrs', source, 1))
     if 0 < args.max_pending_params < args.max_params_size:
         return _fail(2, f'--max-pending-params {args.max_pending_params} is below '
                         f'--max-params-size {args.max_params_size}: a request with PARAMS that '
@@ -539,6 +550,10 @@ def fastcgi_main(argv=None):
     from .cli_operations import operations_settings
     workers = _default_workers() if args.workers is None else args.workers
     operations, problem = operations_settings(args, workers)
+    if problem:
+        return _fail(2, problem)
+    from .cli_status import status_settings
+    own_answers, problem = status_settings(args, workers)
     if problem:
         return _fail(2, problem)
     _start_directory_on_path(os.getcwd())
@@ -559,12 +574,15 @@ def fastcgi_main(argv=None):
         fcgi_stderr=args.fcgi_stderr, roles=args.roles,
         web_server_addrs=args.web_server_addrs, unix_mode=args.unix_mode,
         unix_group=args.unix_group, chdir=args.chdir, log_level=args.log_level, iis=args.iis,
-        script_name=args.script_name, **operations)
+        script_name=args.script_name, **operations, **own_answers)
     if config.workers and config.binds and not hasattr(os, 'fork'):
         return _fail(2, 'this system cannot fork workers: use --workers 0, or run under IIS '
                         '(no --bind: the connection on stdin)')
+    from .fastcgi.server import StatusBindError
     try:
         return serve(config).status
+    except StatusBindError as error:
+        return _fail(2, str(error))
     except transports.BindSyntaxError as error:
         return _fail(2, str(error))
     except transports.ListenError as error:

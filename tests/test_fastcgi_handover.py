@@ -156,22 +156,22 @@ def _pid_on(client):
     return int(pid.group(1))
 
 
-@pytest.mark.parametrize('how', ['sighup', 'max-requests', 'timeout'])
+@pytest.mark.parametrize('how', ['sighup', 'sighup-threads', 'max-requests', 'timeout'])
 def test_a_kept_connection_outlives_the_worker_that_served_it(how):
     """One worker, one kept connection: the worker leaves (replaced by a
     reload, recycled by --max-requests, replaced after --timeout while
     another connection's request hangs) and the next request on the same
     connection is answered by its successor. Before, the connection was
     closed under the web server."""
-    args = {'sighup': [], 'max-requests': ['--max-requests', '2'],
-            'timeout': ['--timeout', '1']}[how]
+    args = {'sighup': [], 'sighup-threads': ['--threads', '3'],
+            'max-requests': ['--max-requests', '2'], 'timeout': ['--timeout', '1']}[how]
     with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1', *args]) as server:
         address = server.address()
         (first,) = server.wait_booted(1)
         with Client(address) as client:
             assert _pid_on(client) == first
             mark = server.mark()
-            if how == 'sighup':
+            if how.startswith('sighup'):
                 server.send_signal(signal.SIGHUP)
                 server.wait_for_log('reload complete', start=mark)
             elif how == 'max-requests':
@@ -241,3 +241,33 @@ def test_a_leaving_workers_connections_reach_the_arbiter_and_a_full_stop_closes_
     assert web_server.recv(1) == b''
     assert end.hand_over([Kept]) == [] and not end.open
     web_server.close()
+
+
+def test_a_pool_that_shrinks_keeps_the_connections_of_the_worker_it_lets_go():
+    """SIGTTOU lets one of two workers go: a kept connection on each, and
+    both answered afterwards by the one that stays."""
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '2']) as server:
+        address = server.address()
+        server.wait_booted(2)
+        kept = {}
+        try:
+            for _ in range(200):    # until the two workers each hold one
+                client = Client(address)
+                pid = _pid_on(client)
+                if pid in kept:
+                    client.close()
+                    continue
+                kept[pid] = client
+                if len(kept) == 2:
+                    break
+            assert len(kept) == 2, 'every connection went to one worker'
+            mark = server.mark()
+            server.send_signal(signal.SIGTTOU)
+            gone = int(server.wait_for_log(r'\(pid (\d+)\) no longer needed by the pool',
+                                           start=mark).group(1))
+            wait_until(lambda: not pid_alive(gone), what=f'worker {gone} to exit')
+            (staying,) = set(kept) - {gone}
+            assert [_pid_on(client) for client in kept.values()] == [staying, staying]
+        finally:
+            for client in kept.values():
+                client.close()

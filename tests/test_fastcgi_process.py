@@ -14,45 +14,9 @@ import pytest
 
 from support.helpers import in_background
 from support.fcgi_client import TESTS, ServerProcess, get, pid_alive, refused, server_env, wait_until
-from gateway.fastcgi import arbiter
 from gateway.fastcgi.compat import WSGIServer
 
 APP = 'apps.fcgiapps:router'
-
-
-# ---------------------------------------------------------------------------
-# The heartbeat, in this process
-# ---------------------------------------------------------------------------
-
-def test_heartbeat_reports_the_oldest_request_in_progress():
-    heartbeat = arbiter.Heartbeat(3)
-    try:
-        assert heartbeat.longest_running(100.0) is None
-        heartbeat.started(2, lambda: 100.0)
-        heartbeat.started(0, lambda: 101.0)
-        assert heartbeat.longest_running(106.0) == (2, 6.0)
-        assert heartbeat.overdue(106.0, 5.5) == [(2, 6.0)]
-        heartbeat.finished(2)
-        assert heartbeat.longest_running(106.0) == (0, 5.0)
-        heartbeat.finished(0)
-        assert heartbeat.longest_running(106.0) is None
-    finally:
-        heartbeat.close()
-
-
-def test_heartbeat_is_memory_shared_with_a_forked_worker():
-    # What a request costs the worker is one store in a shared mapping, no
-    # system call: the arbiter reads the child's writes from its own copy.
-    heartbeat = arbiter.Heartbeat(2)
-    try:
-        pid = os.fork()
-        if pid == 0:
-            heartbeat.started(1, lambda: 42.0)
-            os._exit(0)
-        assert os.waitpid(pid, 0)[1] == 0
-        assert heartbeat.longest_running(50.0) == (1, 8.0)
-    finally:
-        heartbeat.close()
 
 
 # ---------------------------------------------------------------------------

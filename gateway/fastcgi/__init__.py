@@ -13,6 +13,8 @@ Its layers, each importing only those below it:
     protocol     the record format, sans-I/O (events: what it parses into)
     listeners, peers, config
                  where it listens and who may connect; its settings
+    scoreboard   what each worker is doing, in memory the arbiter and the
+                 workers share
 
 ``client`` is the web server's side of the protocol (tests and tools);
 ``compat`` is flup's API, also importable as::

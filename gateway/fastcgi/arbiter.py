@@ -2,7 +2,7 @@
 
 The arbiter opens nothing but the listening sockets and never imports the
 application: it forks workers and keeps ``config.workers`` of them serving,
-watching them from outside (their reports, their exit, the Heartbeat of
+watching them from outside (their reports, their exit, the scoreboard of
 their requests). What a worker does once forked (loading the application,
 its signals, serving, answering a timeout) is worker.py's; which mode runs
 (this arbiter, one process, IIS's one connection) is server.py's.
@@ -36,7 +36,8 @@ the reload is abandoned and the old workers keep serving, a replacement is
 retried with the usual back-off.
 
 A request running longer than ``timeout`` gets its worker replaced. The
-arbiter sees request start times in a Heartbeat shared with each worker,
+arbiter sees request start times in the scoreboard it shares with the
+workers (scoreboard.py, which the status page reads too),
 starts a replacement and sends the worker TIMEOUT_SIGNAL. The worker's main
 thread, where Python runs signal handlers (with one thread, the very one
 stuck in the application), stops accepting, answers each overdue request
@@ -49,7 +50,6 @@ close.
 
 import itertools
 import logging
-import mmap
 import os
 import select
 import signal
@@ -60,9 +60,11 @@ from .boot import boot_deadline, hung_boots, why_it_hung
 from .config import TIMEOUT_GRACE
 from .logfiles import reopen_all
 from .pool import POOL_CHECK, Pool, listen_queue, resident_mib
+from .scoreboard import READY, STOPPING, TIMED_OUT, Scoreboard
+from .status_listener import StatusListener
 from .worker import FAST_STOP, OPERATOR_SIGNALS, TIMEOUT_SIGNAL, flush_and_exit, run_worker_process
 
-__all__ = ['Arbiter', 'Heartbeat']
+__all__ = ['Arbiter']
 
 log = logging.getLogger('gateway')
 
@@ -81,60 +83,6 @@ _HANDLED = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGINT', 'SIGQUI
 # What the arbiter knows about each worker
 # ---------------------------------------------------------------------------
 
-class Heartbeat:
-    """When each thread of one worker started the request it is running.
-
-    A shared anonymous mapping, one float per thread: the worker writes
-    ``time.monotonic()`` when a request starts and 0 when it ends, the
-    arbiter reads. These writes sit on every request, so each is a single
-    aligned 8-byte store (a fraction of a microsecond), never a syscall.
-    """
-
-    __slots__ = ('_map', '_cells', '_slots', '_replace_me')
-
-    def __init__(self, threads):
-        threads = max(threads, 1)
-        # One slot more, after the threads': the worker's wish to be
-        # replaced (--max-requests reached), read by the arbiter.
-        self._map = mmap.mmap(-1, 8 * (threads + 1))
-        self._cells = cells = memoryview(self._map).cast('d')
-        self._slots = cells[:threads]
-        self._replace_me = cells[threads:]
-
-    def ask_replacement(self):
-        """The worker is done (--max-requests): the arbiter starts a fresh
-        one, and stops this one once that one is ready."""
-        self._replace_me[0] = 1.0
-
-    def replacement_asked(self):
-        return bool(self._replace_me[0])
-
-    def started(self, slot, _now=time.monotonic):
-        self._slots[slot] = _now()
-
-    def finished(self, slot):
-        self._slots[slot] = 0.0
-
-    def longest_running(self, now):
-        """``(slot, seconds)`` of the oldest request in progress, or None."""
-        oldest = None
-        for slot, began in enumerate(self._slots):
-            if began and (oldest is None or began < oldest[1]):
-                oldest = (slot, began)
-        return None if oldest is None else (oldest[0], now - oldest[1])
-
-    def overdue(self, now, timeout):
-        """``[(slot, seconds)]`` of the requests in progress for longer than *timeout*."""
-        return [(slot, now - began) for slot, began in enumerate(self._slots)
-                if began and now - began > timeout]
-
-    def close(self):
-        self._slots.release()
-        self._replace_me.release()
-        self._cells.release()
-        self._map.close()
-
-
 class WorkerProcess:
     """The arbiter's record of one forked worker."""
 
@@ -142,7 +90,7 @@ class WorkerProcess:
         self.number = number
         self.pid = pid
         self.generation = generation    # a SIGHUP makes older generations stale
-        self.heartbeat = heartbeat
+        self.heartbeat = heartbeat      # its scoreboard record
         self.report_fd = report_fd      # the child writes b'R' (ready) or b'E' + why not
         self.report = bytearray()
         self.ready = False
@@ -178,7 +126,6 @@ class WorkerProcess:
         if self.report_fd is not None:
             os.close(self.report_fd)
             self.report_fd = None
-        self.heartbeat.close()
 
 
 def _how_it_ended(status):
@@ -205,11 +152,16 @@ class Arbiter:
     ended ``run()``.
     """
 
-    def __init__(self, config, listeners, hup_stops=False):
+    def __init__(self, config, listeners, hup_stops=False, status_listener=None):
         self.config = config
         self.listeners = list(listeners)
         self.hup_stops = hup_stops
         self.workers = {}               # pid -> WorkerProcess
+        # Made before any fork, so that every worker shares it.
+        self.scoreboard = Scoreboard.for_config(config)
+        # --status-bind: status and ping answered here, whatever the workers do.
+        self.status = None if status_listener is None else StatusListener(
+            status_listener, config, self.scoreboard, self.listeners)
         self.generation = 0
         self.stop_signal = None
         self._numbers = itertools.count(1)
@@ -254,6 +206,7 @@ class Arbiter:
                 self._check_timeouts()
                 self._check_replacements()
                 self._adjust_pool()
+                self.scoreboard.sample(self.listeners)
                 if self._relay is not None:
                     self._relay.pass_on(self.workers.values(), self.generation)
             self._stop_workers()
@@ -264,6 +217,8 @@ class Arbiter:
             for listener in self.listeners:
                 listener.close()
                 listener.remove_socket_file()
+            if self.status is not None:
+                self.status.close()
             self._uninstall()
         log.info('arbiter stopped')
         return self._exit_status
@@ -334,13 +289,17 @@ class Arbiter:
         """Wait for a signal, a worker's report, or *timeout*."""
         booting = {w.report_fd: w for w in self.workers.values() if w.report_fd is not None}
         relayed = {} if self._relay is None else self._relay.fds()
+        status = self.status.fds() if self.status is not None else ()
         try:
-            readable = select.select([self._wake_r, *booting, *relayed], [], [], timeout)[0]
+            readable = select.select([self._wake_r, *booting, *relayed, *status], [], [],
+                                     timeout)[0]
         except InterruptedError:
             readable = []
         for fd in readable:
             if fd in relayed:
                 self._relay.receive(relayed[fd])
+            elif fd in status:
+                self.status.handle(fd)
             elif fd == self._wake_r:
                 try:
                     while os.read(self._wake_r, 4096):
@@ -349,6 +308,8 @@ class Arbiter:
                     pass
             elif booting[fd].read_report():
                 self._reported(booting[fd])
+        if self.status is not None:
+            self.status.sweep(time.monotonic())
 
     def _handle_signals(self):
         while self._signals:
@@ -406,10 +367,10 @@ class Arbiter:
 
     def _spawn(self):
         config = self.config
-        heartbeat = Heartbeat(config.threads)
         pair = None if self._relay is None else self._relay.new_pair()
-        report_r, report_w = os.pipe()
         number = next(self._numbers)
+        heartbeat = self.scoreboard.claim(number, self.generation)
+        report_r, report_w = os.pipe()
         # Blocked across the fork, so the child cannot run the arbiter's
         # handlers before it has put its own in place.
         signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
@@ -419,7 +380,7 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
             os.close(report_r)
             os.close(report_w)
-            heartbeat.close()
+            self.scoreboard.release(heartbeat)
             for end in pair or ():
                 end.close()
             log.error('cannot fork a worker: %s; trying again in 1s', error)
@@ -429,6 +390,7 @@ class Arbiter:
             os.close(report_r)
             self._become_worker(number, heartbeat, report_w, pair)     # never returns
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+        heartbeat.set_header(pid=pid)
         if pair is not None:
             self._relay.add(pid, pair)
         os.close(report_w)
@@ -443,6 +405,8 @@ class Arbiter:
         if worker.report[:1] != b'R':
             return      # it is dying; _reap tells the story
         worker.ready = True
+        if not worker.retiring:
+            worker.heartbeat.set_header(state=READY)
         self._ever_ready = True
         self._boot_failures = 0
         log.info('worker %d booted (pid %d)', worker.number, worker.pid)
@@ -468,6 +432,9 @@ class Arbiter:
         if worker.read_report() and not worker.ready:
             self._reported(worker)
         worker.close()
+        self.scoreboard.release(worker.heartbeat)
+        if not self._stopping:
+            self.scoreboard.count('worker_restarts')
         code, how = _how_it_ended(status)
         if not worker.ready and not self._stopping:
             self._boot_failed(worker, how)
@@ -517,6 +484,7 @@ class Arbiter:
 
     def _retire(self, worker, reason):
         worker.retiring = True
+        worker.heartbeat.set_header(state=STOPPING)
         log.info('%s %s; stopping it gracefully', worker, reason)
         self._kill(worker, signal.SIGTERM)
 
@@ -561,6 +529,9 @@ class Arbiter:
             running = worker.heartbeat.longest_running(now)
             if running and running[1] > timeout:
                 worker.timed_out = True
+                worker.heartbeat.set_header(state=TIMED_OUT)
+                self.scoreboard.count('timed_out_requests',
+                                      len(worker.heartbeat.overdue(now, timeout)))
                 # Replaced at once (_maintain), not when it is gone.
                 worker.retiring = True
                 log.error('%s: a request has run for %.1fs, longer than --timeout %gs '
@@ -682,6 +653,7 @@ class Arbiter:
             except ChildProcessError:
                 pass
             worker.close()
+            self.scoreboard.release(worker.heartbeat)
         self.workers.clear()
 
     # -- the child side of the fork ---------------------------------------------
@@ -697,6 +669,8 @@ class Arbiter:
             for worker in self.workers.values():
                 worker.close()
             self.workers.clear()
+            if self.status is not None:
+                self.status.close(in_child=True)
             end = None if pair is None else self._relay.child_side(pair)
             status = run_worker_process(self.config, [l.sock for l in self.listeners],
                                         heartbeat, report_w, self._alive_r, _HANDLED, end)

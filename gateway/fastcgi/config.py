@@ -79,6 +79,13 @@ class Config:
         # does not split there (--script-name); None: as the server splits.
         self.script_name = None
         self.log_level = 'info'
+        # Paths the gateway answers itself (status.py), matched against
+        # SCRIPT_NAME + PATH_INFO; None: off. --status-bind: an address the
+        # arbiter answers them on, whatever the workers are doing.
+        self.status_path = None
+        self.ping_path = None
+        self.ping_response = 'pong'
+        self.status_bind = None
         # The pool (pool.py): grow up to max_workers while requests wait,
         # back to workers after idle_timeout; 0: a fixed pool.
         self.max_workers = 0

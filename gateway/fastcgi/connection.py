@@ -143,6 +143,10 @@ class ServedConnection:
     dropped as one that sends nothing.
     """
 
+    # path -> the WSGI application that answers it instead of ``app`` (the
+    # worker sets it for --status-path and --ping-path); None: no such path.
+    own_paths = None
+
     def __init__(self, sock, app, config, values, multithread=False, multiprocess=True,
                  overloaded=False, on_request=None, idle_timeout=True, sole=False, peer=None,
                  transport=None):
@@ -153,7 +157,8 @@ class ServedConnection:
         self.multithread = multithread
         self.multiprocess = multiprocess
         self.overloaded = overloaded
-        self.on_request = on_request    # called (started: bool) around each request
+        # Called around each request: with its PARAMS when it starts, None when it ends.
+        self.on_request = on_request
         # Where the peer may rightly stay silent between requests (the
         # single IIS connection), only a request in progress times out.
         self.timeout = config.read_timeout if idle_timeout and config.read_timeout else None
@@ -313,11 +318,16 @@ class ServedConnection:
         access_log = self.config.access_log
         handler = (FastCGIHandler if access_log is None else LoggedHandler)(
             channel, params, errors, self.multithread, self.multiprocess, self.role)
+        app = self.app
+        if self.own_paths is not None:
+            # --status-path and --ping-path: the gateway answers, never the application.
+            app = self.own_paths.get(params.get('SCRIPT_NAME', '') + params.get('PATH_INFO', ''),
+                                     app)
         on_request = self.on_request
         if on_request is not None:
-            on_request(True)
+            on_request(params)
         try:
-            handler.run(self.app)
+            handler.run(app)
         except OSError as error:
             # The web server hung up (or timed out) mid-response.
             if self.state is not CLOSED:
@@ -336,7 +346,7 @@ class ServedConnection:
             if access_log is not None:
                 access_log.request_ended(handler)
             if on_request is not None:
-                on_request(False)
+                on_request(None)
         if self.state is CLOSED:    # the web server hung up or went silent
             return
         state = channel.state

@@ -12,9 +12,8 @@ This module only counts; the arbiter spawns and retires.
 """
 
 import os
-import socket
-import struct
-import sys
+
+from .scoreboard import accept_queues
 
 __all__ = ['Pool', 'resident_mib', 'listen_queue', 'POOL_CHECK']
 
@@ -86,27 +85,8 @@ class Pool:
         return False
 
 
-# tcp_info (linux/tcp.h) on a listening socket: tcpi_unacked, after eight
-# one-byte fields and four 32-bit ones, is the accept queue's length now.
-_ACCEPT_QUEUE = struct.Struct('=24xI')
-
-
 def listen_queue(listeners):
     """``(connections waiting to be accepted, whether the kernel told)``
     over the TCP listeners (Linux); a unix socket does not tell."""
-    option = getattr(socket, 'TCP_INFO', None)
-    if option is None or not sys.platform.startswith('linux'):
-        return 0, False
-    waiting, told = 0, False
-    for listener in listeners:
-        sock = getattr(listener, 'sock', listener)
-        try:
-            if sock.family not in (socket.AF_INET, socket.AF_INET6):
-                continue
-            info = sock.getsockopt(socket.IPPROTO_TCP, option, 104)
-        except OSError:
-            continue
-        if len(info) >= _ACCEPT_QUEUE.size:
-            waiting += _ACCEPT_QUEUE.unpack_from(info)[0]
-            told = True
+    waiting, _, told = accept_queues(listeners)
     return waiting, told

@@ -21,10 +21,11 @@ from . import listeners as transports
 from . import protocol as fcgi
 from .connection import ServedConnection
 from .limits import raise_open_file_limit, warn_if_fds_short
+from .scoreboard import READY, Scoreboard
 from .worker import FAST_STOP, OPERATOR_SIGNALS, Worker, server_values, stop_on_signals
 
 __all__ = ['serve', 'serve_in_process', 'serve_one_connection', 'serve_stream', 'Outcome',
-           'configure_logging']
+           'configure_logging', 'StatusBindError']
 
 log = logging.getLogger('gateway')
 
@@ -99,17 +100,39 @@ def serve(config, *, hup_stops=False):
     if config.workers == 0:
         return serve_in_process(config, opened, hup_stops=hup_stops)
     from .arbiter import Arbiter
+    status_listener = _open_status_listener(config, allowed, opened)
     if config.preload:
         from .preload import preload
         try:
             preload(config)
         except BaseException:
-            for listener in opened:
+            for listener in opened + [status_listener] * bool(status_listener):
                 listener.close()
                 listener.remove_socket_file()
             raise
-    arbiter = Arbiter(config, opened, hup_stops=hup_stops)
+    arbiter = Arbiter(config, opened, hup_stops=hup_stops, status_listener=status_listener)
     return Outcome(arbiter.run(), arbiter.stop_signal)
+
+
+class StatusBindError(ValueError):
+    """--status-bind cannot be used: nothing has started."""
+
+
+def _open_status_listener(config, allowed, opened):
+    """The listener --status-bind asks for, or None; StatusBindError when
+    it cannot be opened (the pool's listeners are closed first)."""
+    if not config.status_bind:
+        return None
+    try:
+        [listener] = transports.open_listeners([config.status_bind], allowed, 16,
+                                               config.unix_mode, config.unix_group)
+    except (OSError, ValueError) as error:
+        for other in opened:
+            other.close()
+            other.remove_socket_file()
+        raise StatusBindError(f'--status-bind: {error}') from None
+    log.info('status and ping answered by the arbiter on %s (--status-bind)', listener.name)
+    return listener
 
 
 def serve_in_process(config, listeners, hup_stops=False):
@@ -120,7 +143,11 @@ def serve_in_process(config, listeners, hup_stops=False):
              + ((signal.SIGHUP,) if hasattr(signal, 'SIGHUP') else ()) + operator_signals}
     try:
         app = config.load_application()
-        worker = Worker([l.sock for l in listeners], app, config, heartbeat=None)
+        # A scoreboard of one record: the status page reads it as under an arbiter.
+        scoreboard = Scoreboard(1, config.threads)
+        record = scoreboard.claim(1)
+        record.set_header(pid=os.getpid(), state=READY)
+        worker = Worker([l.sock for l in listeners], app, config, heartbeat=record)
         stop_on_signals(worker, in_child=False)
 
         def on_hup(signum, frame):

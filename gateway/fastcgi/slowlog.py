@@ -93,6 +93,7 @@ class SlowRequestWatch:
                 continue    # it ended a moment ago, or is logged already
             logged[slot] = channel
             self.slow_log.count += 1
+            heartbeat.count_slow()
             self.slow_log.report(describe_request(channel.params), seconds,
                                  f'--slow-request {self.seconds:g}s',
                                  frame_of(worker.thread_ident(slot)))
@@ -105,6 +106,6 @@ def watch_slow_requests(worker):
     if not config.slow_request:
         return None
     if worker.heartbeat is None:
-        from .arbiter import Heartbeat
-        worker.heartbeat = Heartbeat(config.threads)
+        from .scoreboard import Scoreboard
+        worker.heartbeat = Scoreboard(1, config.threads).claim(1)
     return SlowRequestWatch(worker, config.slow_request, worker.slow_log)

@@ -38,6 +38,7 @@ from .limits import NEW_CONNECTION_FAILED, AcceptBackoff
 from .logfiles import reopen_all
 from .slowlog import SlowLog, frame_of, watch_slow_requests
 from .peers import allowed_peers, peer_allowed
+from .status import own_paths
 
 log = logging.getLogger('gateway')
 
@@ -80,7 +81,10 @@ def _jitter(most):
 
 
 class Worker(HandsOver):
-    """Serves FastCGI connections from *listeners* until stopped."""
+    """Serves FastCGI connections from *listeners* until stopped.
+
+    *heartbeat* is this worker's scoreboard record (scoreboard.WorkerRecord),
+    told when each thread starts and ends a request; None: nobody watches."""
 
     def __init__(self, listeners, app, config, heartbeat=None, handover=None):
         self.listeners = list(listeners)
@@ -90,6 +94,7 @@ class Worker(HandsOver):
         self.heartbeat = heartbeat
         self.slow_log = SlowLog(config.slow_log)
         self._slow_watch = watch_slow_requests(self)    # may give it a heartbeat: first
+        self.own_paths = own_paths(config, self.heartbeat, self.listeners)
         self.values = server_values(config, max(config.workers, 1))
         self.multiprocess = serves_in_several_processes(config)
         allowed = allowed_peers(config.web_server_addrs)
@@ -122,18 +127,13 @@ class Worker(HandsOver):
         self._resume_accepting_at = 0.0  # while out of file descriptors (see _accept)
 
     def _request_callback(self, slot):
-        heartbeat = self.heartbeat
         counts = self._counts
-
-        def on_request(started):
-            if started:
-                if heartbeat is not None:
-                    heartbeat.started(slot)
-            else:
-                counts[slot] += 1
-                if heartbeat is not None:
-                    heartbeat.finished(slot)
-        return on_request
+        if self.heartbeat is None:
+            def on_request(params):
+                if params is None:
+                    counts[slot] += 1
+            return on_request
+        return self.heartbeat.request_callback(slot, counts)
 
     # -- control ------------------------------------------------------------
 
@@ -223,6 +223,8 @@ class Worker(HandsOver):
                                           name=f'fastcgi-{slot}')
                 thread.start()
                 self._threads.append(thread)
+        if self.heartbeat is not None:
+            self.heartbeat.start_publishing()
         next_sweep = time.monotonic() + 1.0
         deadline = None
         try:
@@ -277,6 +279,8 @@ class Worker(HandsOver):
                     self._close_idle(now)
                     next_sweep = now + 1.0
         finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop_publishing()
             if self._slow_watch is not None:
                 self._slow_watch.stop()
             for _ in self._threads:
@@ -400,6 +404,7 @@ class Worker(HandsOver):
                                 multiprocess=self.multiprocess,
                                 overloaded=bool(limit) and len(self.connections) >= limit,
                                 peer=address)
+        conn.own_paths = self.own_paths
         conn.last_active = time.monotonic()
         self.connections.add(conn)
         if not threaded:

@@ -69,6 +69,20 @@ def test_image_healthcheck_turns_healthy(target, server):
 
 
 @pytest.mark.container
+def test_app_health_is_a_fastcgi_ping_the_server_answers(server):
+    container = server("app")
+    wrapped = container.get_wrapped_container()
+    assert wrapped.attrs["Config"]["Healthcheck"]["Test"][1:4] == [
+        "gateway", "request", "127.0.0.1:9000"]
+    # The server answers the ping itself (GATEWAY_PING_PATH in the image):
+    # the demo application would answer /ping with its own page.
+    code, output = container.exec(["gateway", "request", "127.0.0.1:9000", "/ping"])
+    assert code == 0 and output.endswith(b"\n\npong\n"), output
+    code, output = container.exec(["gateway", "status", "127.0.0.1:9000"])
+    assert code == 0 and output.startswith(b"pool:"), output
+
+
+@pytest.mark.container
 @pytest.mark.parametrize("target", TARGETS)
 def test_server_runs_unprivileged(target, server):
     container = server(target)
@@ -120,3 +134,29 @@ def test_image_has_programs_and_gateway_package(target, gateway_image, docker_cl
     assert path == "/opt/gateway/gateway/__init__.py"
 
 
+
+
+@pytest.mark.container
+def test_nginx_replicas_front_resolves_the_name_at_request_time(gateway_image, docker_client):
+    environment = {"GATEWAY_FRONT": "nginx-fastcgi-replicas", "GATEWAY_FASTCGI": "app:9000"}
+    code, output = run_once(docker_client, gateway_image("nginx"), ["gateway-nginx", "-T"],
+                            environment=environment)
+    assert code == 0, output
+    assert "resolver 127.0.0.11 valid=2s" in output
+    assert "set $gateway_fastcgi app:9000;" in output
+    assert "fastcgi_pass $gateway_fastcgi;" in output
+    assert "fastcgi_pass gateway_fastcgi;" not in output
+
+
+@pytest.mark.container
+@pytest.mark.parametrize("variables, named", [
+    ({}, "GATEWAY_FASTCGI="),
+    ({"GATEWAY_FASTCGI": "unix:/run/gateway/fastcgi.sock"}, "GATEWAY_FASTCGI=unix:"),
+    ({"GATEWAY_FASTCGI": "app:9000", "GATEWAY_RESOLVER": "10.0.0.2;x"}, "GATEWAY_RESOLVER="),
+], ids=["no-address", "unix-socket", "bad-resolver"])
+def test_nginx_replicas_front_refuses_what_it_cannot_resolve(variables, named, gateway_image,
+                                                             docker_client):
+    code, output = run_once(docker_client, gateway_image("nginx"), ["gateway-nginx"],
+                            environment={"GATEWAY_FRONT": "nginx-fastcgi-replicas", **variables})
+    assert (code, output.count("\n")) == (2, 1), output
+    assert output.startswith("gateway-nginx: ") and named in output
