@@ -195,8 +195,8 @@ def test_workers_stop_when_the_arbiter_is_killed():
 def test_a_worker_holds_no_module_only_start_up_needs():
     # Every module the arbiter imports before the fork is in each worker's
     # memory: typing, ipaddress, shutil (with bz2 and lzma), the IDNA codec
-    # (with unicodedata) and random cost a worker some 3 MiB, and serving
-    # needs none of them.
+    # (with unicodedata), random, json and html cost a worker some 3 MiB,
+    # and serving needs none of them (json and html only for a status page).
     with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1']) as server:
         address = server.address()
         server.wait_booted(1)
@@ -208,7 +208,7 @@ def test_a_worker_holds_no_module_only_start_up_needs():
                                   check=True).stdout.split())
     assert 'gateway.fastcgi.worker' in held
     assert not (held - start_up) & {'typing', 'ipaddress', 'shutil', 'bz2', 'lzma',
-                                    'encodings.idna', 'unicodedata', 'random'}
+                                    'encodings.idna', 'unicodedata', 'random', 'json', 'html'}
 
 
 def test_threads_serve_requests_side_by_side():
