@@ -4,6 +4,7 @@ Prometheus: Prometheus -> nginx (HTTP) -> the gateway (FastCGI)."""
 import json
 import os
 import shutil
+import socket
 import urllib.parse
 
 import pytest
@@ -92,6 +93,26 @@ def test_nginx_exposes_status_and_ping_and_the_application_still_answers(gateway
     assert status == 200 and b'pool' not in body
     status, _, body = nginx.request('GET', '/status?xml')
     assert status == 400 and b'openmetrics' in body
+
+
+def test_nginx_refuses_the_status_location_to_other_addresses(gateway_behind_nginx):
+    # 127.0.0.2 is this machine too, but not an address status.conf allows:
+    # it stands for any other client.
+    _, nginx = gateway_behind_nginx
+    for path in ('/status', '/ping'):
+        with socket.socket() as sock:
+            sock.settimeout(10)
+            try:
+                sock.bind(('127.0.0.2', 0))
+            except OSError:
+                unavailable('no 127.0.0.2 on the loopback interface')
+            sock.connect(('127.0.0.1', nginx.port))
+            sock.sendall(f'GET {path} HTTP/1.0\r\nHost: x\r\n\r\n'.encode())
+            answer = b''
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b'HTTP/1.1 403 '), answer[:200]
+    assert nginx.request('GET', '/status')[0] == 200     # from 127.0.0.1
 
 
 def test_a_real_prometheus_scrapes_the_openmetrics_page(gateway_behind_nginx, tmp_path):

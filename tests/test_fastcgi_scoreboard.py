@@ -4,6 +4,7 @@ is doing, in memory shared across fork, and the pool's counters."""
 import os
 import socket
 import sys
+import time
 
 import pytest
 
@@ -158,4 +159,28 @@ def test_room_for_every_worker_and_its_replacement(workers, threads, capacity):
     config.workers, config.threads = workers, threads
     board = Scoreboard.for_config(config)
     assert board.capacity == capacity and board.threads == threads
+    board.close()
+
+
+def _spin(seconds):
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_a_requests_cpu_is_its_own_not_what_the_thread_did_between():
+    board = Scoreboard(1, 1)
+    record = board.claim(1)
+    on_request = record.request_callback(0, [0])
+    on_request(cgi_params('/first'))
+    on_request(None)
+    _spin(0.05)                 # the worker's own work between two requests
+    on_request(cgi_params('/second'))
+    _spin(0.01)
+    on_request(None)
+    record.publish()
+    row = record.slot(0)
+    # One thread cannot spend more CPU than the time that passed.
+    assert 0.005 < row['last cpu'] <= row['last duration']
+    assert row['request uri'] == '/second' and row['requests'] == 2
     board.close()

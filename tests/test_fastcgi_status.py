@@ -228,3 +228,24 @@ def test_one_process_without_an_arbiter_has_its_page_too():
         assert document['total processes'] == 2 and len(document['processes']) == 2
         assert {row['pid'] for row in document['processes']} == {server.proc.pid}
         assert document['accepted conn'] >= 2     # /hello, and this request
+
+
+def test_the_single_connection_of_iis_answers_them_too():
+    from gateway.fastcgi.client import Client
+    from gateway.fastcgi.server import serve_stream
+    from support.helpers import in_background
+
+    def application(environ, start_response):
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return [b'the application']
+    ours, theirs = socket.socketpair()
+    config = Config(workers=0, status_path='/status', ping_path='/ping')
+    served = in_background(serve_stream, ours, application, config)
+    with Client(theirs) as client:
+        assert client.request(cgi_params('/app')).body == b'the application'
+        assert client.request(cgi_params('/ping'), keep_conn=True).body == b'pong\n'
+        page = client.request(cgi_params('/status', query='json'), keep_conn=True)
+        assert json.loads(page.body)['accepted conn'] == 3
+    theirs.close()      # IIS closes the pipe: the process's work is done
+    served()
+    ours.close()

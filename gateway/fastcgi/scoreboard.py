@@ -17,9 +17,9 @@ which a status page can afford.
 
 What a request costs is kept to a few stores: when it starts, its
 monotonic start time goes straight into the mapping (the arbiter's
---timeout and the pool's busy count read it at once) and its PARAMS into a
-list of the worker's own; when it ends, the time and the thread's CPU time
-go into that list and the start time is zeroed. A thread of the worker,
+--timeout and the pool's busy count read it at once), its PARAMS and the
+thread's CPU time into lists of the worker's own; when it ends, its times
+and the CPU it used go into those lists and the start time is zeroed. A thread of the worker,
 the publisher, copies the rest (method, URI, content length, duration,
 CPU, requests) into the mapping a few times a second, off the request's
 path: the status page may be a quarter of a second behind. Memory is read
@@ -83,7 +83,7 @@ class WorkerRecord:
     """
 
     __slots__ = ('_map', '_base', '_slots', '_marks', '_mark_at', '_current', '_ended',
-                 '_before', '_counts', '_shown', 'index', 'threads', '_stop', 'board')
+                 '_cpu_at_start', '_counts', '_shown', 'index', 'threads', '_stop', 'board')
 
     def __init__(self, mapping, base, threads, index):
         self._map = mapping
@@ -101,8 +101,8 @@ class WorkerRecord:
     def _reset(self):
         threads = self.threads
         self._current = [None] * threads    # the PARAMS of each thread's last request
-        self._ended = [None] * threads      # (start, end, CPU time at the end) of it
-        self._before = [None] * threads     # ... and of the one before: CPU at its end
+        self._ended = [None] * threads      # (start, end, CPU seconds) of it, once ended
+        self._cpu_at_start = [0.0] * threads    # the thread's CPU time when it started
         self._counts = [0] * threads
         self._shown = [None] * threads      # what the publisher last copied
 
@@ -118,18 +118,18 @@ class WorkerRecord:
             self._counts = counts
         counts = self._counts
         marks, at = self._marks, self._mark_at[slot]
-        current, ended, before = self._current, self._ended, self._before
+        current, ended, cpu_at_start = self._current, self._ended, self._cpu_at_start
         mono, cpu = time.monotonic, time.thread_time
 
         def on_request(params):
             if params is not None:
                 marks[at] = mono()
+                cpu_at_start[slot] = cpu()
                 current[slot] = params
                 return
             began = marks[at]
             if began:       # else already ended (and counted), by answer_overdue
-                before[slot] = ended[slot]
-                ended[slot] = (began, mono(), cpu())
+                ended[slot] = (began, mono(), cpu() - cpu_at_start[slot])
                 marks[at] = 0.0
                 counts[slot] += 1
         return on_request
@@ -137,6 +137,7 @@ class WorkerRecord:
     def started(self, slot, params, _mono=time.monotonic):
         """A request starts on thread *slot* (outside the worker's loop)."""
         self._marks[self._mark_at[slot]] = _mono()
+        self._cpu_at_start[slot] = time.thread_time()
         self._current[slot] = params
 
     def finished(self, slot, _mono=time.monotonic, _cpu=time.thread_time):
@@ -145,8 +146,7 @@ class WorkerRecord:
         began = self._marks[at]
         if not began:
             return      # already ended (answered by answer_overdue)
-        self._before[slot] = self._ended[slot]
-        self._ended[slot] = (began, _mono(), _cpu())
+        self._ended[slot] = (began, _mono(), _cpu() - self._cpu_at_start[slot])
         self._marks[at] = 0.0
         self._counts[slot] += 1
 
@@ -170,7 +170,7 @@ class WorkerRecord:
         mapping, for readers in other processes."""
         offset_to_wall = time.time() - time.monotonic()
         for slot, offset in enumerate(self._slots):
-            params, ended, before = self._current[slot], self._ended[slot], self._before[slot]
+            params, ended = self._current[slot], self._ended[slot]
             began = self._marks[self._mark_at[slot]]
             count = self._counts[slot] + (1 if began else 0)    # PHP-FPM counts it from its start
             state = (id(params), id(ended), count, began)
@@ -185,7 +185,7 @@ class WorkerRecord:
                 wall = (ended[0] if ended else 0.0) + offset_to_wall
             if ended:
                 duration = ended[1] - ended[0]
-                cpu = ended[2] - (before[2] if before else 0.0)
+                cpu = ended[2]
             _PUBLISHED.pack_into(self._map, offset + 8, wall, duration, cpu, 0.0,
                                  _content_length(get('CONTENT_LENGTH')), count,
                                  get('REQUEST_METHOD', '').encode('latin-1', 'replace'),

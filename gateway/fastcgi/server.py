@@ -22,6 +22,7 @@ from . import protocol as fcgi
 from .connection import ServedConnection
 from .limits import raise_open_file_limit, warn_if_fds_short
 from .scoreboard import READY, Scoreboard
+from .status import own_paths
 from .worker import FAST_STOP, OPERATOR_SIGNALS, Worker, server_values, stop_on_signals
 
 __all__ = ['serve', 'serve_in_process', 'serve_one_connection', 'serve_stream', 'Outcome',
@@ -199,6 +200,13 @@ def serve_stream(stream, app, config):
     values[fcgi.FCGI_MAX_REQS] = '1'
     conn = ServedConnection(stream, app, config, values, multithread=False, multiprocess=True,
                             idle_timeout=False, sole=True)
+    if config.status_path or config.ping_path:
+        # A scoreboard of one for the status page (there is no worker loop
+        # here: the page publishes the record itself before it reads it).
+        record = Scoreboard(1, 1).claim(1)
+        record.set_header(pid=os.getpid(), state=READY)
+        conn.on_request = record.request_callback(0, [0])
+        conn.own_paths = own_paths(config, record, ())
     while conn.handle_readable():
         pass
 
