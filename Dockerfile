@@ -92,7 +92,9 @@ ENV FCGI_WEB_SERVER_ADDRS=172.16.0.0/12,192.168.0.0/16,10.0.0.0/8,fd00::/8,127.0
 EXPOSE 9000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["gateway", "request", "127.0.0.1:9000", "/ping", "--quiet", "--timeout", "2"]
-CMD ["python3", "-m", "gateway", "fastcgi", "--bind", "0.0.0.0:9000"]
+# The fronts' body limit, which Apache does not apply to a chunked body it
+# passes to mod_proxy_fcgi.
+CMD ["python3", "-m", "gateway", "fastcgi", "--bind", "0.0.0.0:9000", "--max-body-size", "10M"]
 
 # --- web: what both web-server images share -----------------------------------
 FROM python AS web

@@ -285,6 +285,21 @@ def _number(kind, minimum, what):
     return parse
 
 
+_BYTE_UNITS = {'': 1, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
+
+
+def _byte_size(text):
+    """A number of bytes, with K, M or G for KiB, MiB, GiB: '10M'."""
+    import argparse
+    number = text.strip().upper().removesuffix('B')
+    unit = number[-1:] if number[-1:] in ('K', 'M', 'G') else ''
+    digits = number[:len(number) - len(unit)]
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number of bytes such as 1048576 '
+                                          f'or 10M')
+    return int(digits) * _BYTE_UNITS[unit]
+
+
 def _octal_mode(text):
     import argparse
     try:
@@ -412,6 +427,14 @@ def build_parser():
         setting = flags[-1][2:].replace('-', '_')
         add(*flags, type=_number(kind, minimum, what), default=getattr(defaults, setting),
             metavar=metavar, help=text % {'grace': TIMEOUT_GRACE} if '%(grace)' in text else text)
+    add('--max-body-size', type=_byte_size, default=defaults.max_body_size, metavar='BYTES',
+        help='largest request body, in bytes or with K, M, G (10M: 10 MiB): a request that '
+             'declares a larger CONTENT_LENGTH is answered 413 Content Too Large without '
+             'running the application; a body streamed without one (Apache mod_proxy_fcgi '
+             'passes a chunked upload on whatever its size) is cut where it passes the limit, '
+             'answered 413 if the application has not started its response, else the '
+             'response is cut and the log says so (default: 0, no limit: the web server\'s '
+             'own limit applies)')
     add_operations_options(add, defaults, _number)
     add_status_options(add, _bind)
     add('--roles', type=_roles, default='responder',
@@ -552,6 +575,7 @@ def fastcgi_main(argv=None):
         max_connections=args.max_connections, read_timeout=args.read_timeout,
         request_read_timeout=args.request_read_timeout,
         max_params_size=args.max_params_size, max_pending_params=args.max_pending_params,
+        max_body_size=args.max_body_size,
         fcgi_stderr=args.fcgi_stderr, roles=args.roles,
         web_server_addrs=args.web_server_addrs, unix_mode=args.unix_mode,
         unix_group=args.unix_group, chdir=args.chdir, log_level=args.log_level, iis=args.iis,

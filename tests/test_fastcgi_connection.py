@@ -184,6 +184,122 @@ def test_a_body_late_past_the_request_read_timeout_is_answered_408():
     assert 'write' in transport.shut and conn.state is State.LINGERING
 
 
+def test_a_body_ending_short_of_its_content_length_raises_oserror():
+    seen = []
+
+    def reads(environ, start_response):
+        try:
+            environ['wsgi.input'].read()
+        except OSError as error:
+            seen.append(str(error))
+        start_response('400 Bad Request', [('Content-Length', '0')])
+        return []
+    conn, transport = served(reads)
+    transport.feed(c.encode_begin_request(1, keep_conn=True)
+                   + c.encode_params(1, cgi_params('/', 'POST', CONTENT_LENGTH='10'))
+                   + c.encode_stdin(1, b'abc'))
+    assert conn.handle_readable() is True
+    assert seen == ['the request body ended 7 bytes short of its CONTENT_LENGTH: the client or'
+                    ' the web server stopped sending']
+    assert answer(transport.output())[0].startswith(b'Status: 400 ')
+
+
+# -- --max-body-size -----------------------------------------------------------------
+
+@pytest.mark.parametrize('keep', [True, False])
+def test_a_declared_body_over_the_limit_is_answered_413_without_the_application(keep):
+    ran = []
+
+    def records_its_runs(environ, start_response):
+        ran.append(environ['PATH_INFO'])
+        return hello(environ, start_response)
+    conn, transport = served(records_its_runs, max_body_size=9)
+    transport.feed(c.encode_begin_request(1, keep_conn=keep)
+                   + c.encode_params(1, cgi_params('/', 'POST', CONTENT_LENGTH='10'))
+                   + c.encode_stdin(1, b'0123', end=False))
+    assert conn.handle_readable() is True
+    out, status = answer(transport.output())
+    assert out.startswith(b'Status: 413 Content Too Large\r\n') and status == 0
+    assert ran == []
+    if keep:
+        # The rest of the body is dropped as it comes; the next request is served.
+        transport.feed(c.encode_stdin(1, b'456789'),
+                       c.encode_request(2, cgi_params('/next'), keep_conn=True))
+        assert conn.handle_readable() is True and conn.handle_readable() is True
+        assert conn.state is State.OPEN
+        assert body_of(answer(transport.output(), 2)[0]) == b'hello /next'
+        assert ran == ['/next']
+    else:
+        assert conn.state is State.LINGERING and transport.shut == ['write']
+
+
+@pytest.mark.parametrize('size', [0, 9, 10])
+def test_a_body_within_the_limit_is_read_whole(size):
+    conn, transport = served(echo, max_body_size=10)
+    body = b'x' * size
+    transport.feed(c.encode_request(1, cgi_params('/', 'POST', body=body), body, keep_conn=True))
+    assert conn.handle_readable() is True
+    assert body_of(answer(transport.output())[0]) == body
+
+
+@pytest.mark.parametrize('keep', [True, False])
+def test_a_streamed_body_passing_the_limit_is_cut_there_and_answered_413(keep):
+    got, raised = [], []
+
+    def reads(environ, start_response):
+        if environ['PATH_INFO'] == '/next':
+            return hello(environ, start_response)
+        try:
+            while True:
+                block = environ['wsgi.input'].read(4)
+                if not block:
+                    break
+                got.append(block)
+        except RequestAborted as error:
+            raised.append(error)
+            raise
+        start_response('200 OK', [])
+        return [b'whole']
+    conn, transport = served(reads, max_body_size=10)
+    # No CONTENT_LENGTH: a chunked upload, as Apache mod_proxy_fcgi streams it.
+    transport.feed(c.encode_begin_request(1, keep_conn=keep)
+                   + c.encode_params(1, cgi_params('/', 'POST'))
+                   + c.encode_stdin(1, b'0123', end=False),
+                   c.encode_stdin(1, b'4567', end=False), c.encode_stdin(1, b'89ab', end=False))
+    assert conn.handle_readable() is True
+    assert b''.join(got) == b'01234567' and len(raised) == 1
+    out, status = answer(transport.output())
+    assert out.startswith(b'Status: 413 Content Too Large\r\n') and status == 0
+    assert b'whole' not in out
+    if keep:
+        # A pool may reuse the connection at once: it stays open, the rest
+        # of the body dropped as it comes, and the next request is served.
+        assert conn.state is State.OPEN and transport.shut == []
+        transport.feed(c.encode_stdin(1, b'cdef'),
+                       c.encode_request(2, cgi_params('/next'), keep_conn=True))
+        assert conn.handle_readable() is True and conn.handle_readable() is True
+        assert body_of(answer(transport.output(), 2)[0]) == b'hello /next'
+    else:
+        assert conn.state is State.LINGERING and 'write' in transport.shut
+
+
+def test_a_streamed_body_passing_the_limit_after_the_response_started_cuts_it(caplog):
+    def streams(environ, start_response):
+        start_response('200 OK', [])
+        yield b'started'
+        yield environ['wsgi.input'].read()
+    conn, transport = served(streams, max_body_size=10)
+    transport.feed(c.encode_begin_request(1, keep_conn=True)
+                   + c.encode_params(1, cgi_params('/', 'POST'))
+                   + c.encode_stdin(1, b'x' * 8, end=False), c.encode_stdin(1, b'y' * 8))
+    conn.handle_readable()
+    out, status = answer(transport.output())
+    assert b'started' in out and b'413' not in out and status is None
+    assert 'write' in transport.shut
+    assert 'body over --max-body-size 10: 16 of an unknown number of bytes received; its' \
+           ' response had started: cut' in caplog.text
+
+
 # -- records out of band, refusals ---------------------------------------------------
 
 def test_get_values_in_the_middle_of_a_body_is_answered_at_once():

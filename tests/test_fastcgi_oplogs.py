@@ -1,7 +1,6 @@
 """The access log and the slow-request log, on a real server; the access
 log's format and escaping in this process; their bad input."""
 
-import json
 import os
 import re
 import textwrap
@@ -9,7 +8,7 @@ import textwrap
 import pytest
 
 from support.helpers import in_background
-from support.fcgi_client import Client, ServerProcess, cgi_params, connect, get, request
+from support.fcgi_client import ServerProcess, cgi_params, get, request, wait_until
 from gateway import cli
 from gateway.fastcgi.accesslog import DEFAULT_FORMAT, AccessLog, escape
 
@@ -118,7 +117,10 @@ def test_the_access_log_has_a_line_per_request_written_by_its_worker(tmp_path):
                                                CONTENT_LENGTH='5'), b'hello')
                    for _ in range(3)]
         replies.append(get(address, '/missing-is-hello', query='a=1'))
-        lines = access_log.read_text().splitlines()
+        # Written a batch at a time: within two seconds when traffic stops.
+        lines = wait_until(lambda: len(access_log.read_text().splitlines()) == 4
+                           and access_log.read_text().splitlines(), what='four lines')
+        lines.sort(key=lambda line: 'missing' in line)
     assert [r.status for r in replies] == [200] * 4
     assert len(lines) == 4
     for line in lines[:3]:
@@ -178,7 +180,6 @@ def test_a_slow_request_logs_where_it_is_stuck_once_and_goes_on(tmp_path, worker
 
         def logged():
             return slow_log.exists() and 'STUCK HERE' in slow_log.read_text()
-        from support.helpers import wait_until
         wait_until(logged, what='the slow request logged')
         assert reply().body == b'done'      # it was not stopped
         text = slow_log.read_text()

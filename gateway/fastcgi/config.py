@@ -61,6 +61,9 @@ class Config:
         # reads; past it, 408 (or a cut response). 0: no limit.
         self.request_read_timeout = 20.0
         self.max_params_size = 1 << 20  # bytes of PARAMS per request
+        # Bytes of body per request: a larger CONTENT_LENGTH is answered 413
+        # before the application runs, a streamed body cut there. 0: no limit.
+        self.max_body_size = 0
         # Per worker: bytes held for requests whose PARAMS have not all come;
         # past it, the connections holding the most get OVERLOADED. 0: no limit.
         self.max_pending_params = 16 << 20

@@ -22,22 +22,18 @@ import time
 from collections import deque
 
 from ..handlers.base import describe_request
-from ..handlers.fastcgi import (FastCGIHandler, RecordErrors, RequestAborted, RequestTimedOut,
-                                ServerLog)
+from ..handlers.fastcgi import (RESPONDER, FastCGIHandler, RecordErrors, RequestAborted,
+                                RequestTimedOut, RequestTooLarge, ServerLog, declared_length)
 from . import protocol as fcgi
 from .accesslog import LoggedHandler
+from .answers import CONTENT_TOO_LARGE, GATEWAY_TIMEOUT, REQUEST_TIMEOUT, status_of
+from .channel import ABORTED, ANSWERED, BROKEN, FINISHED, RUNNING, RequestChannel
 from .transports import transport_for
 
 __all__ = ['ServedConnection', 'RequestChannel', 'State']
 
 log = logging.getLogger('gateway')
 
-_LATE_BODY = b'Request Timeout: the request did not arrive in time.\n'
-_LATE_RESPONSE = (b'Status: 408 Request Timeout\r\nContent-Type: text/plain\r\n'
-                  b'Content-Length: %d\r\n\r\n' % len(_LATE_BODY)) + _LATE_BODY
-_TIMEOUT_BODY = b'Gateway Timeout: the application did not answer in time.\n'
-_TIMEOUT_RESPONSE = (b'Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n'
-                     b'Content-Length: %d\r\n\r\n' % len(_TIMEOUT_BODY)) + _TIMEOUT_BODY
 _LINGER_AFTER_TIMEOUT = 1.0     # seconds to read until the web server closes, after a 504
 
 
@@ -67,68 +63,6 @@ class State(enum.Enum):
 
 
 OPEN, LINGERING, FAILED, CLOSED = State.OPEN, State.LINGERING, State.FAILED, State.CLOSED
-
-# A request's channel: the application may read and write (RUNNING, or
-# ABORTED by the web server, which it learns on its next read or block);
-# FINISHED (END_REQUEST sent), BROKEN (the response is incomplete: no
-# END_REQUEST, the connection closes) and ANSWERED (408 or 504 sent, or the
-# response cut, on the server's own account) take nothing more.
-RUNNING, ABORTED, FINISHED, BROKEN, ANSWERED = 'running', 'aborted', 'finished', 'broken', 'answered'
-
-
-class RequestChannel:
-    """What one running request may say to the web server, lent by its
-    connection to the handler for the request's lifetime (see
-    ``gateway.handlers.fastcgi``)."""
-
-    __slots__ = ('_conn', 'request_id', 'params', 'keep_conn', 'state', 'received', 'sent',
-                 'stdin_ended')
-
-    def __init__(self, conn, request_id, params, keep_conn):
-        self._conn = conn
-        self.request_id = request_id
-        self.params = params
-        self.keep_conn = keep_conn      # the connection stays open after the request
-        self.state = RUNNING
-        self.received = 0               # body bytes that came, for the log
-        self.sent = False               # STDOUT on the wire: too late for another answer
-        self.stdin_ended = False
-
-    def read(self):
-        """The next block of the request body; b'' once it has all come."""
-        if self.stdin_ended:
-            return b''
-        return self._conn._read_stdin(self)
-
-    def write(self, data):
-        """Send *data* as STDOUT; then raise RequestAborted if the web server
-        has aborted the request meanwhile."""
-        if self.state is not RUNNING:
-            raise RequestAborted(self.request_id)
-        conn = self._conn
-        if data:
-            self.sent = True
-            conn._send(conn.codec.stdout(self.request_id, data))
-        conn._check_abort(self)
-
-    def stderr(self, data):
-        """Send *data* as STDERR (the web server's error log)."""
-        if self.state is RUNNING or self.state is ABORTED:
-            conn = self._conn
-            conn._send(conn.codec.stderr(self.request_id, data))
-
-    def finish(self, data=b''):
-        """The response is complete: *data*, the end of STDOUT and
-        END_REQUEST, in one write. Never raises: a failure shows in the
-        connection's state."""
-        if self.state is RUNNING or self.state is ABORTED:
-            self._conn._finish(self, data)
-
-    def abort(self):
-        """The response on the wire is incomplete: no END_REQUEST, so that
-        the web server sees it failed when the connection closes."""
-        if self.state is RUNNING or self.state is ABORTED:
-            self.state = BROKEN
 
 
 class ServedConnection:
@@ -312,6 +246,10 @@ class ServedConnection:
     def _run_request(self, event):
         request_id = event.request_id
         params = event.params
+        limit = self.config.max_body_size
+        if limit and self.role == RESPONDER and declared_length(params) > limit:
+            self._refuse_body(request_id, params, limit)
+            return
         channel = self.channel = RequestChannel(self, request_id, params,
                                                 self.sole or self.codec.keep_conn(request_id))
         errors = RecordErrors(channel) if self.config.fcgi_stderr else ServerLog()
@@ -447,6 +385,7 @@ class ServedConnection:
         """
         request_id = channel.request_id
         events = self.events
+        limit = self.config.max_body_size
         while True:
             if not events:
                 if self.state is FAILED:     # the rest of the input is not coming
@@ -472,6 +411,8 @@ class ServedConnection:
             kind = type(event)
             if kind is fcgi.StdinData and event.request_id == request_id:
                 channel.received += len(event.data)
+                if channel.received > limit > 0:
+                    self._body_too_large(channel, limit)
                 return event.data
             if kind is fcgi.StdinEnd and event.request_id == request_id:
                 channel.stdin_ended = True
@@ -549,18 +490,61 @@ class ServedConnection:
 
     def _body_late(self, channel):
         """The application waits for a body that has not all come within
-        --request-read-timeout: 408 if nothing of the response is on the
-        wire yet, else the response is cut."""
+        --request-read-timeout."""
+        self._end_body_early(channel, f'body not complete after {self.arrival_limit:g}s'
+                             ' (--request-read-timeout)', REQUEST_TIMEOUT, RequestTimedOut)
+
+    def _body_too_large(self, channel, limit):
+        """The body read so far passes --max-body-size (it was streamed,
+        with no length or more than it declared)."""
+        self._end_body_early(channel, f'body over --max-body-size {limit}', CONTENT_TOO_LARGE,
+                             RequestTooLarge, reusable=True)
+
+    def _end_body_early(self, channel, why, answer, error, reusable=False):
+        """The application gets no more of its body: *answer* (a 408 or
+        413) if nothing of its response is on the wire yet, else the
+        response is cut; *error* (a RequestAborted) raised to it.
+
+        A *reusable* answer on a kept connection leaves it open, the rest of
+        the body dropped as it comes: a web server's pool (Apache
+        enablereuse, nginx keepalive) may pick the connection for its next
+        request the moment the answer has come, before a shutdown after it
+        would arrive, and that request would fail."""
         params = channel.params
-        log.warning('%s from %s: body not complete after %gs (--request-read-timeout): %d of %s'
-                    ' bytes received; %s', describe_request(params), self.peer_name(),
-                    self.arrival_limit, channel.received,
+        log.warning('%s from %s: %s: %d of %s bytes received; %s', describe_request(params),
+                    self.peer_name(), why, channel.received,
                     params.get('CONTENT_LENGTH') or 'an unknown number of',
                     'its response had started: cut' if channel.sent
-                    else 'answered 408 Request Timeout')
-        channel.state, channel.stdin_ended = ANSWERED, True
-        self._answer_late(channel.request_id, None if channel.sent else _LATE_RESPONSE)
-        raise RequestTimedOut(channel.request_id)
+                    else 'answered ' + status_of(answer))
+        channel.stdin_ended = True
+        if reusable and channel.keep_conn and not channel.sent:
+            channel.state = FINISHED
+            self._send(self.codec.end_response(channel.request_id, answer))
+        else:
+            channel.state = ANSWERED
+            self._answer_late(channel.request_id, None if channel.sent else answer)
+        raise error(channel.request_id)
+
+    def _refuse_body(self, request_id, params, limit):
+        """A declared body over --max-body-size: 413, the application not
+        run. As for a refused role, the body that still comes is dropped
+        unread; a connection not kept is closed once the web server is done."""
+        log.warning('%s from %s: CONTENT_LENGTH %s is over --max-body-size %d; answered 413'
+                    ' Content Too Large', describe_request(params), self.peer_name(),
+                    params['CONTENT_LENGTH'], limit)
+        self.served += 1
+        if self.config.access_log is not None:
+            self.config.access_log.write(params, status_of(CONTENT_TOO_LARGE),
+                                         len(CONTENT_TOO_LARGE.partition(b'\r\n\r\n')[2]),
+                                         time.time(), 0)
+        keep = self.sole or self.codec.keep_conn(request_id)
+        try:
+            self._send(self.codec.end_response(request_id, CONTENT_TOO_LARGE))
+        except OSError:
+            self.close()
+            return
+        if not keep:
+            self._close_after_response(False)
 
     def params_late(self, now):
         """From the worker's sweep: whether this connection's request, not
@@ -573,7 +557,7 @@ class ServedConnection:
         log.warning('request %d from %s: PARAMS not complete after %gs (--request-read-timeout):'
                     ' %d bytes received; answered 408 Request Timeout', request_id,
                     self.peer_name(), self.arrival_limit, self.codec.pending_params)
-        self._answer_late(request_id, _LATE_RESPONSE)
+        self._answer_late(request_id, REQUEST_TIMEOUT)
         if self.state is not CLOSED:
             # Read what still comes until the web server closes: closing
             # with input unread could reset the 408 away.
@@ -598,7 +582,7 @@ class ServedConnection:
                           ' started; connection closed', what, seconds, timeout)
                 transport.shutdown()
                 return True
-            transport.send(self.codec.end_response(channel.request_id, _TIMEOUT_RESPONSE))
+            transport.send(self.codec.end_response(channel.request_id, GATEWAY_TIMEOUT))
             log.error('%s: no response after %.1fs (--timeout %gs); answered 504 Gateway'
                       ' Timeout', what, seconds, timeout)
             # No further request on this connection: its thread still holds

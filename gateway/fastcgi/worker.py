@@ -31,6 +31,7 @@ import time
 from ..apploader import describe_load_error
 from ..handlers.base import describe_request
 from . import protocol as fcgi
+from .accesslog import flush_all
 from .boot import load_reporting_a_hang
 from .config import serves_in_several_processes
 from .connection import CLOSED, ServedConnection
@@ -86,6 +87,8 @@ class Worker(HandsOver):
         self.heartbeat = heartbeat
         self.slow_log = SlowLog(config.slow_log)
         self._slow_watch = watch_slow_requests(self)    # may give it a heartbeat: first
+        if config.access_log is not None and config.threads > 1:
+            config.access_log.threaded()
         self.own_paths = own_paths(config, self.heartbeat, self.listeners)
         self.values = server_values(config, max(config.workers, 1))
         self.multiprocess = serves_in_several_processes(config)
@@ -256,6 +259,7 @@ class Worker(HandsOver):
                         self._drain_wake()
                         if self.logs_to_reopen:
                             self.logs_to_reopen = False
+                            flush_all()     # what the old file is owed goes there
                             reopen_all(f'worker (pid {os.getpid()})')
                     elif data is _ADOPT:
                         self._adopt()
@@ -270,7 +274,10 @@ class Worker(HandsOver):
                 if now >= next_sweep:
                     self._close_idle(now)
                     next_sweep = now + 1.0
+                    if config.access_log is not None:
+                        config.access_log.flush_if_due(time.time())
         finally:
+            flush_all()
             if self.heartbeat is not None:
                 self.heartbeat.stop_publishing()
             if self._slow_watch is not None:
@@ -667,8 +674,9 @@ def stop_on_signals(worker, in_child):
 
 
 def flush_and_exit(status):
-    """End this process now, its log and standard streams flushed."""
+    """End this process now, its logs and standard streams flushed."""
     try:
+        flush_all()
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -27,10 +27,10 @@ import logging
 
 from . import BaseCGIHandler, CGIEnvironmentError
 from .base import describe_request
-from .streams import InputLines
+from .streams import InputLines, body_cut_short
 
 __all__ = ['FastCGIHandler', 'RequestInput', 'ServerLog', 'RecordErrors', 'RequestAborted',
-           'RequestTimedOut']
+           'RequestTimedOut', 'RequestTooLarge', 'declared_length']
 
 log = logging.getLogger('gateway')
 
@@ -64,26 +64,46 @@ class RequestTimedOut(RequestAborted):
     server has answered it 408, or cut its response."""
 
 
+class RequestTooLarge(RequestAborted):
+    """The body passed --max-body-size as it came; the server has answered
+    413 Content Too Large, or cut the response."""
+
+
+def declared_length(params):
+    """The request's CONTENT_LENGTH as a number; 0 when there is none, or
+    none that is a number (the handler refuses those)."""
+    text = params.get('CONTENT_LENGTH')
+    return int(text) if text and text.isascii() and text.isdigit() else 0
+
+
 class RequestInput(InputLines):
     """``wsgi.input``: the request's STDIN stream, read on demand.
 
     PEP 3333: read() with no size returns the rest of the body, every read
     returns b'' at the end, and nothing is read past the end of the stream.
+    A stream that ends before the *declared* CONTENT_LENGTH raises OSError,
+    as the CGI handlers' input does: a body cut short must not pass for the
+    whole upload.
     """
 
-    __slots__ = ('_channel', '_buffer', '_ended')
+    __slots__ = ('_channel', '_buffer', '_ended', '_missing')
 
-    def __init__(self, channel):
+    def __init__(self, channel, declared=0):
         self._channel = channel
         self._buffer = bytearray()
         self._ended = False
+        self._missing = declared        # bytes still owed by CONTENT_LENGTH
 
     def _more(self):
         data = self._channel.read()
         if data:
             self._buffer += data
+            self._missing -= len(data)
         else:
             self._ended = True
+            if self._missing > 0:
+                missing, self._missing = self._missing, 0
+                raise body_cut_short(missing)
 
     def _fill(self, wanted):
         """Read until *wanted* bytes are buffered or the stream ends."""
@@ -201,7 +221,7 @@ class FastCGIHandler(BaseCGIHandler):
     def __init__(self, channel, params, errors, multithread, multiprocess, role=RESPONDER):
         # The web server sends an authorizer no STDIN at all: a read must
         # not wait for one.
-        stdin = RequestInput(channel) if role == RESPONDER else _NO_BODY
+        stdin = RequestInput(channel, declared_length(params)) if role == RESPONDER else _NO_BODY
         # The role the web server began the request with, over whatever the
         # PARAMS said (mod_authnz_fcgi sends FCGI_ROLE too).
         params['FCGI_ROLE'] = ROLE_NAMES[role]

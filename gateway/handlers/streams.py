@@ -16,7 +16,7 @@ pipe or a connection:
 
 import sys
 
-__all__ = ['InputLines', 'LimitedInput', 'FixedLengthBody', 'ChunkedBody', 'ChunkedBodyError']
+__all__ = ['body_cut_short', 'InputLines', 'LimitedInput', 'FixedLengthBody', 'ChunkedBody', 'ChunkedBodyError']
 
 # A CONTENT_LENGTH is only a claim: a read of more than this is done in
 # steps, so the memory taken grows with what arrives, not with the claim
@@ -27,6 +27,13 @@ _READ_STEP = 1 << 24
 _CHUNKED_STEP = 1 << 16
 
 _HEX_DIGITS = frozenset(b'0123456789abcdefABCDEF')
+
+
+def body_cut_short(missing):
+    """The OSError a body stream raises when it ends *missing* bytes
+    before its CONTENT_LENGTH: a body cut short must not pass for the whole."""
+    return OSError(f"the request body ended {missing} bytes short of its CONTENT_LENGTH:"
+                   " the client or the web server stopped sending")
 
 
 class InputLines:
@@ -111,8 +118,7 @@ class LimitedInput(InputLines):
     def _cut_short(self):
         missing = self.remaining
         self.remaining = 0
-        raise OSError(f"the request body ended {missing} bytes short of its CONTENT_LENGTH:"
-                      " the client or the web server stopped sending")
+        raise body_cut_short(missing)
 
     def close(self):
         """The stream belongs to the server: closing ``wsgi.input`` does nothing."""

@@ -411,13 +411,14 @@ def network_subnets(docker_client, network):
 def fastcgi_app(gateway_image, docker_client, docker_network, socket_volume):
     """The gateway's FastCGI server (the app image) serving FRONT_APP, reachable
     on the test network as APP_HOST:9000 and through SOCKET in ``socket_volume``
-    (mode 660), run as docker-compose.yml runs it. TCP connections are taken
+    (mode 660), run as docker-compose.yml runs it (--max-body-size 10M, the
+    fronts' limit, which Apache does not apply to a chunked body it proxies). TCP connections are taken
     from the test network (the published port reaches it through the
     network's gateway) and from the container's own health check."""
     command = ["gateway", "fastcgi", "--bind", f"unix:{SOCKET}", "--bind", "0.0.0.0:9000",
                "--web-server-addrs",
                network_subnets(docker_client, docker_network) + ",127.0.0.1",  # + health check
-               "--unix-mode", "660"]
+               "--unix-mode", "660", "--max-body-size", "10M"]
     with started(gateway_image("app"), ports=(9000,), command=command,
                  network=docker_network, network_aliases=[APP_HOST],
                  env=FRONT_APP["env"],
@@ -431,7 +432,8 @@ def fastcgi_app_mounted(gateway_image, docker_client, docker_network):
     """As ``fastcgi_app``, over TCP only, at MOUNTED_APP_HOST:9000, run with
     --script-name /app: for h2o, which sends the whole path as PATH_INFO."""
     command = ["gateway", "fastcgi", "--bind", "0.0.0.0:9000", "--script-name", "/app",
-               "--web-server-addrs", network_subnets(docker_client, docker_network) + ",127.0.0.1"]
+               "--web-server-addrs", network_subnets(docker_client, docker_network) + ",127.0.0.1",
+               "--max-body-size", "10M"]
     with started(gateway_image("app"), ports=(9000,), command=command,
                  network=docker_network, network_aliases=[MOUNTED_APP_HOST],
                  env=FRONT_APP["env"], volumes=FRONT_APP["volumes"],
