@@ -61,6 +61,7 @@ NEEDS = {
     'wrk': ('bin', 'wrk', APT + 'wrk'),
     'prlimit': ('bin', 'prlimit', APT + 'util-linux'),
     'valgrind': ('bin', 'valgrind', APT + 'valgrind'),
+    'callgrind_control': ('bin', 'callgrind_control', APT + 'valgrind'),
     'mod_cgid': ('mod', 'cgid', APT + 'apache2'),
     'mod_proxy_fcgi': ('mod', 'proxy_fcgi', APT + 'apache2'),
     'mod_wsgi': ('mod', 'wsgi', APT + 'libapache2-mod-wsgi-py3'),

@@ -399,6 +399,20 @@ _NUMERIC_OPTIONS = (
 )
 
 
+def _terminal_columns():
+    """$COLUMNS, else the width of the terminal on stdout, else 80."""
+    try:
+        columns = int(os.environ['COLUMNS'])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 def build_parser():
     """The argument parser of ``gateway fastcgi``."""
     import argparse
@@ -409,9 +423,14 @@ def build_parser():
     defaults = Config()
     from .cli_operations import SIGNALS_HELP, add_operations_options
     from .cli_status import add_status_options
+
+    def formatter(prog):
+        # The width argparse would find through shutil, whose import (and
+        # bz2's, lzma's) the arbiter would otherwise pass on to every worker.
+        return argparse.RawDescriptionHelpFormatter(prog, width=_terminal_columns() - 2)
+
     parser = EnvironmentParser(prog=PROG, description=DESCRIPTION,
-                               epilog=SIGNALS_HELP + '\n' + EPILOG,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+                               epilog=SIGNALS_HELP + '\n' + EPILOG, formatter_class=formatter)
     add = parser.add_argument
     add('app', nargs='?', metavar='MODULE:CALLABLE',
         help='the WSGI application (default: $GATEWAY_APP)')

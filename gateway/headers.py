@@ -82,6 +82,10 @@ def check_header_value(value, what="Header value"):
 def check_status(status):
     """Return *status* if it can be a status line: ``str``, three digits, a
     space, a reason, and only characters a header line may hold."""
+    # The usual "200 OK" settles every check in a few C calls.
+    if type(status) is str and status.isascii() and status.isprintable() \
+            and len(status) > 3 and status[3] == ' ' and status[:3].isdigit():
+        return status
     _require_str(status, "Status")
     if len(status) < 4:
         problem = "Status must be at least 4 characters"
@@ -100,7 +104,14 @@ def check_headers(headers, cgi=False):
     web server that reads CGI response headers), no ``Status`` field."""
     if type(headers) is not list:
         raise AssertionError(f"Headers must be a list of (name, value) tuples (got {headers!r})")
+    # An application sends the same few fields again and again: one that
+    # passed is known by a set lookup (its type checked, so that no str
+    # subclass passes as the str it equals).
+    passed = _PASSED_CGI if cgi else _PASSED
     for field in headers:
+        if type(field) is tuple and len(field) == 2 and type(field[0]) is str \
+                and type(field[1]) is str and field in passed:
+            continue
         if type(field) is not tuple or len(field) != 2:
             raise AssertionError(f"Headers must be a list of (name, value) tuples (got {field!r})")
         name, value = field
@@ -122,6 +133,14 @@ def check_headers(headers, cgi=False):
             # redirect.
             raise ValueError(f"Header 'Status: {value}' not allowed: the status is the first"
                              " argument of start_response()")
+        if len(passed) < _PASSED_MAX:
+            passed.add(field)
+
+
+# The fields check_headers() has passed, for CGI output and for HTTP; bounded,
+# so that values that differ every time (dates, ids) do not pile up.
+_PASSED, _PASSED_CGI = set(), set()
+_PASSED_MAX = 256
 
 
 class Headers:

@@ -15,42 +15,11 @@ import pytest
 from apps import wsgi_apps
 from gateway.handlers.fastcgi import (FastCGIHandler, RecordErrors, RequestAborted, RequestInput,
                                       ServerLog)
+from support.fake_transport import FakeChannel
 from support.helpers import REPO
 
 PARAMS = {'REQUEST_METHOD': 'GET', 'SERVER_PROTOCOL': 'HTTP/1.1', 'SCRIPT_NAME': '',
           'PATH_INFO': '/x', 'QUERY_STRING': '', 'SERVER_NAME': 'localhost', 'SERVER_PORT': '80'}
-
-
-class FakeChannel:
-    """What a connection lends a handler, as a script: *body* is the
-    request body in the blocks read() gives; every call is recorded."""
-
-    def __init__(self, body_blocks=(), abort_at_read=None):
-        self.blocks = list(body_blocks)
-        self.abort_at_read = abort_at_read
-        self.calls = []             # ('write', data), ('finish', data), ('abort',), ...
-        self.reads = 0
-
-    def read(self):
-        self.reads += 1
-        if self.reads == self.abort_at_read:
-            raise RequestAborted(1)
-        return self.blocks.pop(0) if self.blocks else b''
-
-    def write(self, data):
-        self.calls.append(('write', data))
-
-    def stderr(self, data):
-        self.calls.append(('stderr', data))
-
-    def finish(self, data=b''):
-        self.calls.append(('finish', data))
-
-    def abort(self):
-        self.calls.append(('abort',))
-
-    def sent(self):
-        return b''.join(call[1] for call in self.calls if call[0] in ('write', 'finish'))
 
 
 def run(app, channel=None, errors=None, **params):

@@ -14,15 +14,17 @@ import threading
 
 import pytest
 
+from support.fake_transport import FakeChannel
 from support.helpers import unavailable, wait_until
 from gateway.handlers.base import BaseHandler
+from gateway.handlers.fastcgi import FastCGIHandler, ServerLog
 from gateway.fastcgi import client as c
 from gateway.fastcgi import protocol as p
 from gateway.fastcgi.config import Config
 from gateway.fastcgi.connection import ServedConnection, State
 from gateway.fastcgi.transports import SocketTransport
 from gateway.fastcgi.worker import Worker
-from gateway.headers import Headers, check_header_name, check_header_value
+from gateway.headers import Headers, check_header_name, check_header_value, check_headers
 from gateway.util import is_hop_by_hop
 
 PARAMS = {'REQUEST_METHOD': 'GET', 'SCRIPT_NAME': '/app', 'PATH_INFO': '/x',
@@ -114,6 +116,21 @@ def test_start_response_accepts_and_refuses_as_the_full_checks_do(headers):
     expected = _outcome(lambda: _reference_checks(list(headers)))
     got = _outcome(lambda: (handler.start_response('200 OK', list(headers)), handler.headers)[1])
     assert got == expected
+
+
+def test_a_field_that_passed_before_is_refused_when_it_is_no_plain_str_pair():
+    class Text(str):
+        pass
+
+    for cgi in (False, True):
+        check_headers([('X-Seen', 'before')], cgi=cgi)
+        for field in [('X-Seen', Text('before')), (Text('X-Seen'), 'before'),
+                      ('X-Seen', 'before', 'extra')]:
+            with pytest.raises(AssertionError):
+                check_headers([field], cgi=cgi)
+    check_headers([('Status', '200 OK')])       # fine for HTTP, not for CGI output
+    with pytest.raises(ValueError):
+        check_headers([('Status', '200 OK')], cgi=True)
 
 
 def test_headers_built_without_a_second_check_are_plain_headers():
@@ -403,3 +420,65 @@ def test_a_response_cut_short_reaches_the_web_server_before_the_close():
             assert b''.join(r.content for r in records if r.type == p.FCGI_STDOUT).endswith(b'half')
             assert not [r for r in records if r.type == p.FCGI_END_REQUEST]
             sock.close()
+
+
+# -- the usual answer, written at once --------------------------------------------
+
+class _LongWay(FastCGIHandler):
+    """The handler with its shortcut for the usual answer off: a subclass
+    that changes how a response is written."""
+
+    def _write(self, data):
+        FastCGIHandler._write(self, data)
+
+
+def _sent_by(handler_class, app, method):
+    channel = FakeChannel()
+    params = dict(PARAMS, REQUEST_METHOD=method)
+    handler_class(channel, params, ServerLog(), False, True).run(app)
+    return channel.calls
+
+
+def _app(status, headers, blocks, change_after=None):
+    def app(environ, start_response):
+        listed = list(headers)
+        start_response(status, listed)
+        if change_after:
+            listed.append(change_after)
+        return blocks
+    return app
+
+
+USUAL_AND_NOT = [
+    ('200 OK', [('Content-Type', 'text/plain')], [b'hello']),
+    ('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '5')], [b'hello']),
+    ('200 OK', [('content-length', ' 5 ')], [b'hello']),
+    ('200 OK', [('Content-Length', '005')], [b'hello']),
+    ('200 OK', [('Content-Length', '4')], [b'hello']),
+    ('200 OK', [('Content-Length', '9')], [b'hello']),
+    ('200 OK', [('Content-Length', '5'), ('Content-Length', '5')], [b'hello']),
+    ('200 OK', [('Content-Length', 'five')], [b'hello']),
+    ('200 OK', [], [b'']),
+    ('200 OK', [], [b'x' * 70000]),
+    ('200 OK', [], (b'tuple',)),
+    ('200 OK', [], [b'a', b'b']),
+    ('200 OK', [], ['text']),
+    ('204 No Content', [], [b'body']),
+    ('304 Not Modified', [('Content-Length', '4')], [b'body']),
+    ('103 Early Hints', [], [b'body']),
+    ('404 Caf\xe9', [('X-Name', 'caf\xe9')], [b'not here']),
+]
+
+
+@pytest.mark.parametrize('method', ['GET', 'HEAD', 'head', 'POST'])
+@pytest.mark.parametrize('status, headers, blocks', USUAL_AND_NOT)
+def test_the_usual_answer_is_sent_as_the_long_way_sends_it(status, headers, blocks, method):
+    assert FastCGIHandler._takes_shortcut and not _LongWay._takes_shortcut
+    app = _app(status, headers, blocks)
+    assert _sent_by(FastCGIHandler, app, method) == _sent_by(_LongWay, app, method)
+
+
+def test_headers_changed_after_start_response_are_checked_as_the_long_way_checks_them():
+    for added in [('X-Late', 'fine'), ('X-Bad', 'a\nb'), ('Content-Length', '5')]:
+        app = _app('200 OK', [('Content-Type', 'text/plain')], [b'hello'], change_after=added)
+        assert _sent_by(FastCGIHandler, app, 'GET') == _sent_by(_LongWay, app, 'GET')

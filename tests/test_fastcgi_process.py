@@ -192,6 +192,25 @@ def test_workers_stop_when_the_arbiter_is_killed():
         assert 'the arbiter is gone' in server.log
 
 
+def test_a_worker_holds_no_module_only_start_up_needs():
+    # Every module the arbiter imports before the fork is in each worker's
+    # memory: typing, ipaddress, shutil (with bz2 and lzma), the IDNA codec
+    # (with unicodedata), random, json and html cost a worker some 3 MiB,
+    # and serving needs none of them (json and html only for a status page).
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1']) as server:
+        address = server.address()
+        server.wait_booted(1)
+        held = set(get(address, '/modules').body.decode().split())
+    # What the interpreter loads at start-up (site-packages' .pth files may
+    # import some of them) is no gateway's doing.
+    start_up = set(subprocess.run([sys.executable, '-c', 'import sys; print(*sys.modules)'],
+                                  env=server_env(), capture_output=True, text=True,
+                                  check=True).stdout.split())
+    assert 'gateway.fastcgi.worker' in held
+    assert not (held - start_up) & {'typing', 'ipaddress', 'shutil', 'bz2', 'lzma',
+                                    'encodings.idna', 'unicodedata', 'random', 'json', 'html'}
+
+
 def test_threads_serve_requests_side_by_side():
     with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1',
                         '--threads', '4']) as server:
@@ -290,11 +309,21 @@ def test_flup_style_server_runs_until_a_signal(tmp_path, sig, returned):
                    what='the socket')
         reply = wait_until(lambda: _try_get(path), what='a first answer')
         assert reply.body == b'prod /'
+        # maxChildren=2 -> two workers; the first may answer before the
+        # second is ready, and one stopped before it is ready is not logged.
+        log = []
+        reader = threading.Thread(target=lambda: log.extend(iter(program.stderr.readline, b'')),
+                                  daemon=True)
+        reader.start()
+        wait_until(lambda: any(b'worker 2 booted' in line for line in log),
+                   what='the second worker ready')
         program.send_signal(sig)
-        out, err = program.communicate(timeout=15)
+        out = program.stdout.read()
+        assert program.wait(15) is not None
+        reader.join(15)
+        err = b''.join(log)
         assert out.strip() == b'run returned ' + returned, err
-        # maxChildren=2 -> two workers (the second may be stopped before it is ready).
-        assert b'worker 1 ' in err and b'worker 2 ' in err and b'worker 3 ' not in err, err
+        assert b'worker 1 ' in err and b'worker 3 ' not in err, err
         assert not os.path.exists(path)
     finally:
         if program.poll() is None:

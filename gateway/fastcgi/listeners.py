@@ -15,12 +15,11 @@ the same ones and they outlive any worker.
 """
 
 import errno
-import ipaddress
 import os
 import socket
 import stat
 import sys
-from typing import NamedTuple
+from collections import namedtuple
 
 from .peers import AllowedPeers, allowed_peers, peer_allowed  # noqa: F401 (part of this API)
 
@@ -57,12 +56,11 @@ class ListenError(OSError):
 # --bind syntax
 # ---------------------------------------------------------------------------
 
-class BindAddress(NamedTuple):
+class BindAddress(namedtuple('BindAddress', 'kind target')):
     """A parsed --bind: *kind* is 'inet', 'inet6', 'unix' or 'fd'; *target*
     is ``(host, port)``, a path, or a file descriptor number."""
 
-    kind: str
-    target: object
+    __slots__ = ()
 
     def __str__(self):
         if self.kind == 'inet':
@@ -101,6 +99,7 @@ def parse_bind(text):
         host, bracket, port = text[1:].partition(']')
         if not bracket or not port.startswith(':'):
             raise BindSyntaxError(f"bad --bind {text!r}: an IPv6 address is written [ADDRESS]:PORT")
+        import ipaddress    # here only: a worker need not hold it
         try:
             ipaddress.IPv6Address(host.partition('%')[0])
         except ValueError:
@@ -209,7 +208,7 @@ def _open_inet(address, backlog):
     host, port = address.target
     family = socket.AF_INET6 if address.kind == 'inet6' else socket.AF_INET
     try:
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(_host_bytes(host), port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     except socket.gaierror as error:
         raise ListenError(f"cannot listen on {address}: {host!r} is not a local "
                           f"{'IPv6' if family == socket.AF_INET6 else 'IPv4'} address ({error.strerror})") from None
@@ -535,17 +534,34 @@ def listens_everywhere(target):
         host, port = target.target
         family = socket.AF_INET6 if target.kind == 'inet6' else socket.AF_INET
         try:
-            host = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0,
+            host = socket.getaddrinfo(_host_bytes(host), port, family, socket.SOCK_STREAM, 0,
                                       socket.AI_PASSIVE)[0][4][0]
         except (socket.gaierror, UnicodeError):
             return False    # open_listener says why it cannot listen there
     else:
         return False
-    try:
-        ip = ipaddress.ip_address(host.partition('%')[0])
-    except ValueError:
-        return False
-    return (getattr(ip, 'ipv4_mapped', None) or ip).is_unspecified
+    # 0.0.0.0, :: or ::ffff:0.0.0.0, told from the packed address (what
+    # ipaddress would say, without its import in every worker).
+    host = host.partition('%')[0]
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            packed = socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        if packed[:12] == _IPV4_MAPPED_PREFIX:
+            packed = packed[12:]
+        return not any(packed)
+    return False
+
+
+_IPV4_MAPPED_PREFIX = bytes(10) + b'\xff\xff'
+
+
+def _host_bytes(host):
+    # getaddrinfo() runs a str host through the IDNA codec, whose import
+    # (unicodedata, stringprep) every worker would then hold: an ASCII name
+    # or address needs none of it.
+    return host.encode('ascii') if isinstance(host, str) and host.isascii() else host
 
 
 def unguarded(name):

@@ -8,7 +8,6 @@ connect may say anything. The list names addresses and networks, or says
 names anyone.
 """
 
-import ipaddress
 import os
 
 __all__ = ['AllowedPeers', 'allowed_peers', 'peer_allowed']
@@ -38,14 +37,14 @@ class AllowedPeers:
         return 'anyone' if self.anyone else ', '.join(self.entries)
 
 
-_IPV4_MAPPED = ipaddress.ip_network('::ffff:0:0/96')
-
-
 def _network(entry):
     """The address or network *entry* names (IPv4-mapped IPv6 as IPv4)."""
+    # Imported where a list is given: a server that checks no peer (or a
+    # worker whose list its arbiter parsed) need not hold the module.
+    import ipaddress
     text = entry.partition('%')[0] if '/' not in entry else entry
     network = ipaddress.ip_network(text, strict=False)
-    if network.version == 6 and network.subnet_of(_IPV4_MAPPED):
+    if network.version == 6 and network.subnet_of(ipaddress.ip_network('::ffff:0:0/96')):
         network = ipaddress.ip_network((int(network.network_address) & 0xFFFFFFFF,
                                         network.prefixlen - 96))
     return network
@@ -108,6 +107,7 @@ def peer_allowed(sockaddr, allowed):
     host = sockaddr[0]
     if host in allowed.addresses:
         return True
+    import ipaddress
     try:
         ip = ipaddress.ip_address(host.partition('%')[0])
     except ValueError:

@@ -210,29 +210,55 @@ def decode_pairs(data):
     text = data.decode("latin-1")
     pairs = {}
     n = len(data)
+    last = n - 1
     pos = 0
-    while pos < n:
+    # The hot loop, for pairs whose two lengths are one byte each (web
+    # servers' variables but for long headers). A pair that runs past the
+    # data ends the loop (pos > n) and is refused below, so the loop need
+    # not check each one.
+    while pos < last:
         name_len = data[pos]
-        if name_len > 127:
-            name_len, pos = _long_length(data, pos, n)
-        else:
-            pos += 1
-        if pos >= n:
-            raise ProtocolError("name-value pair: value length missing")
-        value_len = data[pos]
-        if value_len > 127:
-            value_len, pos = _long_length(data, pos, n)
-        else:
-            pos += 1
-        mid = pos + name_len
-        end = mid + value_len
-        if end > n:
-            raise ProtocolError(
-                "name-value pair: lengths %d + %d run %d bytes past the data"
-                % (name_len, value_len, end - n))
-        pairs[text[pos:mid]] = text[mid:end]
-        pos = end
+        value_len = data[pos + 1]
+        if (name_len | value_len) > 127:
+            pos = _decode_pair(data, text, pos, n, pairs)
+            continue
+        start = pos + 2
+        mid = start + name_len
+        pos = mid + value_len
+        pairs[text[start:mid]] = text[mid:pos]
+    if pos > n:
+        raise _past_the_data(name_len, value_len, pos - n)
+    if pos < n:
+        _decode_pair(data, text, pos, n, pairs)     # one byte left: it raises
     return pairs
+
+
+def _decode_pair(data, text, pos, n, pairs):
+    """Decode the pair at *pos*, whatever the size of its lengths, into
+    *pairs*; return where the next one starts."""
+    name_len = data[pos]
+    if name_len > 127:
+        name_len, pos = _long_length(data, pos, n)
+    else:
+        pos += 1
+    if pos >= n:
+        raise ProtocolError("name-value pair: value length missing")
+    value_len = data[pos]
+    if value_len > 127:
+        value_len, pos = _long_length(data, pos, n)
+    else:
+        pos += 1
+    mid = pos + name_len
+    end = mid + value_len
+    if end > n:
+        raise _past_the_data(name_len, value_len, end - n)
+    pairs[text[pos:mid]] = text[mid:end]
+    return end
+
+
+def _past_the_data(name_len, value_len, beyond):
+    return ProtocolError("name-value pair: lengths %d + %d run %d bytes past the data"
+                         % (name_len, value_len, beyond))
 
 
 # ---------------------------------------------------------------------------

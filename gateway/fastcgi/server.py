@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from typing import NamedTuple, Optional
+from collections import namedtuple
 
 from . import listeners as transports
 from . import protocol as fcgi
@@ -58,11 +58,11 @@ def configure_logging(level='info', only_if_unconfigured=False, log_file=None):
     logger.setLevel(level.upper())
 
 
-class Outcome(NamedTuple):
-    """How ``serve`` ended: the exit status, and the signal that stopped it."""
+class Outcome(namedtuple('Outcome', 'status signal')):
+    """How ``serve`` ended: the exit status, and the signal that stopped it
+    (or None)."""
 
-    status: int
-    signal: Optional[int]
+    __slots__ = ()
 
 
 def serve(config, *, hup_stops=False):

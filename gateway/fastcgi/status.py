@@ -13,8 +13,6 @@ thread counts as one of PHP-FPM's processes: idle, active and total count
 requests the pool can run at once, and ``full`` shows a row per thread.
 """
 
-import html
-import json
 import time
 
 from .scoreboard import READY, STATE_NAMES, accept_queues, rss_bytes
@@ -139,6 +137,7 @@ def _text(status):
 
 
 def _json(status):
+    import json     # here, not at the top: every worker would hold it for a rare page
     status = dict(status)
     if 'processes' in status:
         status['processes'] = [{('request uri' if name == 'request URI' else name): value
@@ -215,6 +214,8 @@ def _openmetrics(status):
 
 
 def _html(status):
+    import html     # as json above; html.entities alone is a large table
+
     def table(fields, record):
         cells = ''.join(f'<tr><th>{html.escape(name)}</th><td>'
                         f'{html.escape(_clock(record[name]) if name == "start time" else str(record[name]))}'

@@ -19,7 +19,6 @@ that stays instead of closing them (handover.py: HandsOver).
 import logging
 import os
 import queue
-import random
 import select
 import selectors
 import signal
@@ -73,6 +72,15 @@ def server_values(config, processes):
     }
 
 
+def _jitter(most):
+    """A number from 0 to *most*, at random (random is imported only then:
+    every worker would hold it, and hashlib with it)."""
+    if not most:
+        return 0
+    import random
+    return random.randint(0, most)
+
+
 class Worker(HandsOver):
     """Serves FastCGI connections from *listeners* until stopped.
 
@@ -103,7 +111,7 @@ class Worker(HandsOver):
         # --max-requests plus this worker's share of --max-requests-jitter,
         # so that workers started together are not all replaced together.
         self.max_requests = config.max_requests and (
-            config.max_requests + random.randint(0, config.max_requests_jitter))
+            config.max_requests + _jitter(config.max_requests_jitter))
         self.logs_to_reopen = False     # SIGUSR1 came: reopen between requests
         self._counts = [0] * max(config.threads, 1)
         self._wake_r, self._wake_w = os.pipe()

@@ -325,12 +325,16 @@ class BaseHandler:
 
     def _declared_length(self):
         headers = self.headers
-        declared = headers.get_all('Content-Length')
+        if type(headers) is Headers:
+            declared = [value for name, value in headers._headers
+                        if name.lower() == 'content-length']
+        else:
+            declared = headers.get_all('Content-Length')
         if not declared:
             return None
-        lengths = {value.strip() for value in declared}
-        length = lengths.pop()
-        if lengths or not (length.isdigit() and length.isascii()):
+        length = declared[0].strip()
+        if (len(declared) > 1 and any(value.strip() != length for value in declared)) \
+                or not (length.isdigit() and length.isascii()):
             raise AssertionError(
                 f"Invalid Content-Length header(s) from the application: {declared!r}")
         return int(length)

@@ -25,6 +25,7 @@ The server itself is ``gateway.fastcgi``; for flup's users::
 
 import logging
 
+from ..headers import Headers
 from . import BaseCGIHandler, CGIEnvironmentError
 from .base import describe_request
 from .streams import InputLines, body_cut_short
@@ -197,6 +198,14 @@ class RecordErrors:
         pass
 
 
+# What the shortcut for the usual answer (FastCGIHandler._send_whole) does
+# not call: a subclass that changes one of them is not given it.
+_SHORTCUT_SKIPS = ('write', 'send_headers', 'cleanup_headers', 'send_preamble',
+                   'set_content_length', 'finish_content', 'result_is_file', 'sendfile', '_write',
+                   '_flush', '_frame_body', '_write_body', '_end_body', '_declared_length',
+                   '_take_pending')
+
+
 class FastCGIHandler(BaseCGIHandler):
     """Runs one FastCGI request over the *channel* its connection lends.
 
@@ -217,6 +226,7 @@ class FastCGIHandler(BaseCGIHandler):
     # follows the headers as it comes (HAProxy answers 502 to a body after
     # HEAD), where CGI's always strip it.
     omits_forbidden_body = True
+    _takes_shortcut = True
 
     def __init__(self, channel, params, errors, multithread, multiprocess, role=RESPONDER):
         # The web server sends an authorizer no STDIN at all: a read must
@@ -232,15 +242,59 @@ class FastCGIHandler(BaseCGIHandler):
         self._pending_size = 0
         self._batch = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A subclass that changes how a response is written takes the long way.
+        cls._takes_shortcut = all(getattr(cls, name) is getattr(FastCGIHandler, name)
+                                  for name in _SHORTCUT_SKIPS)
+
     def finish_response(self):
+        result = self.result
+        if type(result) is list and len(result) == 1 and self._takes_shortcut \
+                and self._send_whole(result[0]):
+            return
         # PEP 3333 asks that a block be sent before the next is requested;
         # the items of a list or tuple can be requested without running any
         # application code, so such a response goes out in one write.
-        self._batch = type(self.result) in (list, tuple)
+        self._batch = type(result) in (list, tuple)
         BaseCGIHandler.finish_response(self)
         # Complete, the iterable closed: what is still buffered goes out
         # with END_REQUEST (nothing, after abort_response()).
         self.channel.finish(self._take_pending())
+
+    def _send_whole(self, block):
+        """The usual answer, one block of a list, sent in one write, its
+        bytes those the long way (finish_response, write, send_headers,
+        cleanup_headers...) would send; False, and nothing done, for any
+        answer that is not plainly the usual one."""
+        if type(block) is not bytes or not block or len(block) > _BATCH_LIMIT \
+                or self.headers_sent:
+            return False
+        headers, status = self.headers, self.status
+        if type(headers) is not Headers or headers._headers != self._checked_fields \
+                or status[0] == '1' or status[:3] in ('204', '304') \
+                or self.environ.get('REQUEST_METHOD', '').upper() == 'HEAD':
+            return False
+        fields = headers._headers
+        size = '%d' % len(block)
+        declared = None
+        head = f'Status: {status}\r\n'
+        for name, value in fields:
+            if name.lower() == 'content-length':
+                if declared is not None:
+                    return False
+                declared = value
+            head += f'{name}: {value}\r\n'
+        if declared is None:
+            fields.append(('Content-Length', size))     # as set_content_length() adds it
+            head += f'Content-Length: {size}\r\n'
+        elif declared.strip() != size:
+            return False
+        self.headers_sent = True
+        self.bytes_sent = self.body_written = self.content_length = len(block)
+        self.close()
+        self.channel.finish((head + '\r\n').encode('iso-8859-1') + block)
+        return True
 
     def _write(self, data):
         self._pending.append(data)
@@ -267,6 +321,11 @@ class FastCGIHandler(BaseCGIHandler):
         pending.clear()
         self._pending_size = 0
         return data
+
+    def close(self):
+        # A handler serves one request and is dropped with it: closing the
+        # iterable is all there is to do (no state to forget for a next one).
+        self._close_iterable()
 
     def abort_response(self):
         # The web server must not see END_REQUEST after a broken response:

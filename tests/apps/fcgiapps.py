@@ -70,6 +70,12 @@ def importable(environ, start_response):
     return _text(start_response, 'importable' if importlib.util.find_spec(name) else 'not found')
 
 
+def modules(environ, start_response):
+    """The modules this worker holds, by name."""
+    import sys
+    return _text(start_response, ' '.join(sorted(sys.modules)))
+
+
 _barriers = {}
 
 
@@ -89,10 +95,10 @@ def barrier(environ, start_response):
 
 def router(environ, start_response):
     """One app with all of the above by path: /pid, /flags, /slow?S, /echo,
-    /peer, /importable?MODULE, /barrier?N."""
+    /peer, /importable?MODULE, /modules, /barrier?N."""
     path = environ.get('PATH_INFO', '/')
     app = {'/pid': pid, '/flags': flags, '/slow': slow, '/echo': echo, '/peer': peer,
-           '/importable': importable, '/barrier': barrier}.get(path, hello)
+           '/importable': importable, '/modules': modules, '/barrier': barrier}.get(path, hello)
     return app(environ, start_response)
 
 

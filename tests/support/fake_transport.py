@@ -5,11 +5,16 @@ It has the interface of gateway.fastcgi.transports (our own seam): what the
 collected in ``sent``, and ``close_input()`` is the web server hanging up.
 A read that finds nothing queued is the web server staying silent: it
 raises socket.timeout at once, or, with a deadline, once that has passed.
+
+``FakeChannel`` is the same one level up: what a connection lends a
+FastCGIHandler (gateway.handlers.fastcgi), as a script.
 """
 
 import socket
 import time
 from collections import deque
+
+from gateway.handlers.fastcgi import RequestAborted
 
 
 class FakeTransport:
@@ -83,3 +88,35 @@ class FakeTransport:
 
     def close(self):
         self.is_closed = True
+
+
+class FakeChannel:
+    """What a connection lends a handler, as a script: *body* is the
+    request body in the blocks read() gives; every call is recorded."""
+
+    def __init__(self, body_blocks=(), abort_at_read=None):
+        self.blocks = list(body_blocks)
+        self.abort_at_read = abort_at_read
+        self.calls = []             # ('write', data), ('finish', data), ('abort',), ...
+        self.reads = 0
+
+    def read(self):
+        self.reads += 1
+        if self.reads == self.abort_at_read:
+            raise RequestAborted(1)
+        return self.blocks.pop(0) if self.blocks else b''
+
+    def write(self, data):
+        self.calls.append(('write', data))
+
+    def stderr(self, data):
+        self.calls.append(('stderr', data))
+
+    def finish(self, data=b''):
+        self.calls.append(('finish', data))
+
+    def abort(self):
+        self.calls.append(('abort',))
+
+    def sent(self):
+        return b''.join(call[1] for call in self.calls if call[0] in ('write', 'finish'))
