@@ -86,14 +86,17 @@ def test_a_declared_body_over_the_limit_is_answered_413_before_the_application(a
     assert front.request('POST', '/app/echo', body=b'small')[2] == b'small'
 
 
-def test_a_declared_body_refused_has_its_access_log_line(tmp_path):
+def test_bodies_refused_have_their_access_log_lines(tmp_path):
     access_log = tmp_path / 'access.log'
     with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1', '--max-body-size', '10',
                         '--access-log', str(access_log), '--access-log-format',
                         '"%r" %s %b']) as server:
-        reply = request(server.address(), cgi_params('/echo', method='POST', CONTENT_LENGTH='11'),
-                        b'x' * 11)
-        assert reply.status == 413 and reply.body == CONTENT_TOO_LARGE.partition(b'\r\n\r\n')[2]
-        wait_until(lambda: access_log.exists() and access_log.read_text(),
-                   what='the access log line')
-    assert access_log.read_text().splitlines() == [f'"POST /echo HTTP/1.1" 413 {len(reply.body)}']
+        # Declared: refused before the application; streamed: cut as it is read.
+        declared = request(server.address(), cgi_params('/echo', method='POST',
+                                                        CONTENT_LENGTH='11'), b'x' * 11)
+        streamed = request(server.address(), cgi_params('/echo', method='POST'), b'x' * 11)
+        body = CONTENT_TOO_LARGE.partition(b'\r\n\r\n')[2]
+        assert (declared.status, declared.body) == (streamed.status, streamed.body) == (413, body)
+        wait_until(lambda: access_log.exists() and len(access_log.read_text().splitlines()) == 2,
+                   what='two access log lines')
+    assert access_log.read_text().splitlines() == [f'"POST /echo HTTP/1.1" 413 {len(body)}'] * 2

@@ -14,6 +14,11 @@ def status_of(answer):
     return answer[8:answer.index(b'\r\n')].decode('ascii')
 
 
+def outcome_of(answer):
+    """(status, body bytes) of one of these answers, for the access log."""
+    return status_of(answer), len(answer.partition(b'\r\n\r\n')[2])
+
+
 # --request-read-timeout: the request did not all come in time.
 REQUEST_TIMEOUT = plain_answer('408 Request Timeout',
                                'Request Timeout: the request did not arrive in time.')

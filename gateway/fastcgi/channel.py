@@ -21,7 +21,7 @@ class RequestChannel:
     ``gateway.handlers.fastcgi``)."""
 
     __slots__ = ('_conn', 'request_id', 'params', 'keep_conn', 'state', 'received', 'sent',
-                 'stdin_ended')
+                 'stdin_ended', 'answer')
 
     def __init__(self, conn, request_id, params, keep_conn):
         self._conn = conn
@@ -32,6 +32,7 @@ class RequestChannel:
         self.received = 0               # body bytes that came, for the log
         self.sent = False               # STDOUT on the wire: too late for another answer
         self.stdin_ended = False
+        self.answer = None              # what the server answered in the application's place
 
     def read(self):
         """The next block of the request body; b'' once it has all come."""

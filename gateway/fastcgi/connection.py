@@ -26,7 +26,7 @@ from ..handlers.fastcgi import (RESPONDER, FastCGIHandler, RecordErrors, Request
                                 RequestTimedOut, RequestTooLarge, ServerLog, declared_length)
 from . import protocol as fcgi
 from .accesslog import LoggedHandler
-from .answers import CONTENT_TOO_LARGE, GATEWAY_TIMEOUT, REQUEST_TIMEOUT, status_of
+from .answers import CONTENT_TOO_LARGE, GATEWAY_TIMEOUT, REQUEST_TIMEOUT, outcome_of, status_of
 from .channel import ABORTED, ANSWERED, BROKEN, FINISHED, RUNNING, RequestChannel
 from .transports import transport_for
 
@@ -284,6 +284,8 @@ class ServedConnection:
             self.channel = None
             self.served += 1
             if access_log is not None:
+                if channel.answer is not None:     # a 408, 413 or 504 of ours, not the application's
+                    handler.outcome = outcome_of(channel.answer)
                 access_log.request_ended(handler)
             if on_request is not None:
                 on_request(None)
@@ -519,6 +521,8 @@ class ServedConnection:
                     'its response had started: cut' if channel.sent
                     else 'answered ' + status_of(answer))
         channel.stdin_ended = True
+        if not channel.sent:
+            channel.answer = answer
         if reusable and channel.keep_conn and not channel.sent:
             channel.state = FINISHED
             self._send(self.codec.end_response(channel.request_id, answer))
@@ -536,9 +540,7 @@ class ServedConnection:
                     params['CONTENT_LENGTH'], limit)
         self.served += 1
         if self.config.access_log is not None:
-            self.config.access_log.write(params, status_of(CONTENT_TOO_LARGE),
-                                         len(CONTENT_TOO_LARGE.partition(b'\r\n\r\n')[2]),
-                                         time.time(), 0)
+            self.config.access_log.write(params, *outcome_of(CONTENT_TOO_LARGE), time.time(), 0)
         keep = self.sole or self.codec.keep_conn(request_id)
         try:
             self._send(self.codec.end_response(request_id, CONTENT_TOO_LARGE))
@@ -584,6 +586,7 @@ class ServedConnection:
                           ' started; connection closed', what, seconds, timeout)
                 transport.shutdown()
                 return True
+            channel.answer = GATEWAY_TIMEOUT
             transport.send(self.codec.end_response(channel.request_id, GATEWAY_TIMEOUT))
             log.error('%s: no response after %.1fs (--timeout %gs); answered 504 Gateway'
                       ' Timeout', what, seconds, timeout)

@@ -9,26 +9,27 @@ requests, so a POST would be answered 502. So a leaving worker closes
 nothing a web server may still use: it stops accepting and passes each
 connection it holds, as a file descriptor over a unix socket (SCM_RIGHTS),
 to the arbiter, which passes it to a worker that stays. A worker leaves
-while others stay one way: the arbiter's ``_retire`` (a reload, --max-
-requests, --max-rss, the pool shrinking) or --timeout's replacement, which
-both stop it gracefully. Idle connections go
-at once, busy ones when their request has ended. A connection goes only
-between records with no request begun: nothing read from it is left
-unparsed, and whatever the web server has sent since is still in the
-socket, where the adopting worker reads it. FCGI_KEEP_CONN requests are
-independent of each other, so nothing else need travel but when the
-connection was last active (for --read-timeout).
+while others stay one way, a graceful stop under an arbiter: the arbiter's
+``_retire`` (a reload, --max-requests, --max-rss, the pool shrinking) or
+--timeout's replacement.
+
+Idle connections go at once, busy ones when their request has ended. A
+connection goes only between records with no request begun: nothing read
+from it is left unparsed, and whatever the web server has sent since is
+still in the socket, where the adopting worker reads it. FCGI_KEEP_CONN
+requests are independent of each other, so nothing else need travel but
+when the connection was last active (for --read-timeout).
 
 The arbiter makes one socket pair per worker before forking it, keeps both
 ends, and gives the worker one. Each message, either way, is up to _BATCH
 connections (the descriptors ride along) and when each was last active.
-The arbiter gives them to workers that are ready and not retiring, the
-freshest code first, in turn. It holds what it cannot pass on yet (no worker ready: the only
-worker recycling itself) and gives it to the next worker ready. A worker
-that dies before taking what it was given: the arbiter still has that
-worker's end and takes the connections back. Only at a full stop (SIGTERM,
-SIGINT), with nobody to take them, are connections closed: the arbiter then
-closes its ends, and a worker whose hand-over fails closes them itself.
+The arbiter gives them in turn to the workers that are ready and not
+retiring, the freshest code first, and holds them while there is none. A
+worker that dies before taking what it was given is no loss: the arbiter
+still has that worker's end and takes the connections back. Only at a full
+stop (SIGTERM, SIGINT), with nobody to take them, are connections closed:
+the arbiter then closes its ends, and a worker whose hand-over fails closes
+them itself.
 """
 
 import itertools

@@ -466,6 +466,8 @@ def own_app_directory(tmp_path):
 FRONTS = {
     "nginx-fastcgi-tcp": ("nginx", "nginx-fastcgi", "tcp"),
     "nginx-fastcgi-unix": ("nginx", "nginx-fastcgi", "unix"),
+    # the name "app" resolved by the network's DNS at request time
+    "nginx-fastcgi-replicas-tcp": ("nginx", "nginx-fastcgi-replicas", "tcp"),
     "nginx-cgi": ("nginx", "nginx-cgi", None),
     "apache-cgi": ("apache", "apache-cgi", None),
     "apache-proxy-fcgi-tcp": ("apache", "apache-proxy-fcgi", "tcp"),

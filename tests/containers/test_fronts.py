@@ -29,7 +29,8 @@ pytestmark = pytest.mark.container
 # cannot pass one on (haproxy/haproxy.cfg, caddy/app-fastcgi.caddy).
 CHUNKED_REFUSED = {"haproxy-fastcgi": 400, "caddy-fastcgi": 500}
 # The start of SERVER_SOFTWARE, for the fronts that pass no GATEWAY_FRONT.
-SERVER_SOFTWARE = {"nginx-fastcgi": "nginx/", "lighttpd-fastcgi": "lighttpd",
+SERVER_SOFTWARE = {"nginx-fastcgi": "nginx/", "nginx-fastcgi-replicas": "nginx/",
+                   "lighttpd-fastcgi": "lighttpd",
                    "haproxy-fastcgi": "HAProxy ", "caddy-fastcgi": "Caddy/", "h2o-fastcgi": "h2o"}
 
 
@@ -98,8 +99,10 @@ def connections_to_server(front):
 
 
 # Caddy 2.6's FastCGI transport opens a connection for each request and
-# closes it after the response: nothing to reuse.
-NO_REUSE = {"caddy-fastcgi"}
+# closes it after the response: nothing to reuse. Nor does nginx passing to
+# a name it resolves at request time (nginx/replicas-site.conf): its
+# keepalive pool belongs to an upstream block.
+NO_REUSE = {"caddy-fastcgi", "nginx-fastcgi-replicas"}
 
 
 @pytest.mark.parametrize("front", FASTCGI_SERVER_FRONTS, indirect=True)

@@ -219,7 +219,7 @@ def test_request_line_over_the_limit_is_refused_by_the_web_server(front):
 # larger still); mod_fcgid sends all the variables in one FastCGI record,
 # at most 64 KiB.
 LARGEST_HEAD = {
-    "nginx-fastcgi": 3, "nginx-cgi": 3,
+    "nginx-fastcgi": 3, "nginx-fastcgi-replicas": 3, "nginx-cgi": 3,
     "apache-cgi": 98, "apache-proxy-fcgi": 98, "apache-fcgid": 7,
     "lighttpd-fastcgi": 1, "haproxy-fastcgi": 1, "caddy-fastcgi": 4, "h2o-fastcgi": 52,
 }
@@ -334,6 +334,7 @@ def test_declared_body_over_the_limit_is_refused_before_the_app(front):
 # answers 413 (the application has run, reading it, and not answered yet).
 CHUNKED_OVER_THE_LIMIT = {
     "nginx-fastcgi": (413, False),
+    "nginx-fastcgi-replicas": (413, False),
     "nginx-cgi": (413, False),
     "apache-cgi": (413, True),
     "apache-fcgid": (500, False),

@@ -9,6 +9,7 @@ would switch its children to another user, who cannot reach a Python under
 
 import http.client
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -133,6 +134,11 @@ DocumentRoot "{self.directory}"
                              environment)
 
 
+def _with_port(config, port):
+    # PORT alone, not inside SERVER_PORT
+    return re.sub(r'\bPORT\b', str(port), config)
+
+
 class Nginx(Server):
     name = 'nginx'
 
@@ -154,7 +160,7 @@ http {{
     proxy_temp_path {temp}/proxy;
     uwsgi_temp_path {temp}/uwsgi;
     scgi_temp_path {temp}/scgi;
-{http_block.replace('PORT', str(self.port))}
+{_with_port(http_block, self.port)}
 }}
 """)
         return super().start(_as_invoking_user(['nginx', '-c', config, '-p', self.directory]))
