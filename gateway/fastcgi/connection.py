@@ -218,6 +218,8 @@ class ServedConnection:
                 log.info('request %d from %s aborted by the web server before it started',
                          event.request_id, self.peer_name())
                 self._end_unserved(event.request_id, fcgi.FCGI_REQUEST_COMPLETE)
+        elif kind is fcgi.StdinEnd:
+            pass    # the end of a body no one read, as every GET's: nothing to answer
         else:
             self._answer_out_of_band(event)
 
