@@ -97,8 +97,8 @@ def send(port, count, app):
                 raise h.BenchError('answered %d' % reply.status)
 
 
-def cpu_us(name, code, work, extra, app, requests):
-    group, port, worker = start('%s-%s' % (app, name), code, work, extra, app)
+def cpu_us(name, code, work, extra, app, requests, number):
+    group, port, worker = start('%s-%s-%d' % (app, name, number), code, work, extra, app)
     try:
         send(port, 500, app)     # warm-up
         before, machine, client = h.cpu_seconds([worker]), h.machine_cpu()[0], h.own_cpu()
@@ -186,7 +186,8 @@ def measure_app(app, names, code, extra, work, args):
               file=sys.stderr)
     runs = {name: [] for name in names}
     for number, name in h.interleaved(names, args.rounds):
-        runs[name].append(cpu_us(name, code[name], work, extra[name], app, args.requests))
+        runs[name].append(cpu_us(name, code[name], work, extra[name], app, args.requests,
+                                 number))
         print('%s round %d %-5s %.1f us per request' % (app, number, name,
                                                       runs[name][-1]['cpu_us']), file=sys.stderr)
     cpu = {name: statistics.median(r['cpu_us'] for r in rs) for name, rs in runs.items()}

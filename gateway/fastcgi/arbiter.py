@@ -4,8 +4,9 @@ The arbiter opens nothing but the listening sockets and never imports the
 application: it forks workers and keeps ``config.workers`` of them serving,
 watching them from outside (their reports, their exit, the scoreboard of
 their requests). What a worker does once forked (loading the application,
-its signals, serving, answering a timeout) is worker.py's; which mode runs
-(this arbiter, one process, IIS's one connection) is server.py's.
+its signals, serving, answering a timeout) is worker_process.py's and
+worker.py's; which mode runs (this arbiter, one process, IIS's one
+connection) is server.py's.
 
 Arbiter signals:
 
@@ -28,24 +29,9 @@ A worker that leaves while others stay (replaced by a reload, recycled by
 one that stays, through the arbiter (handover.py), so that a web server
 reusing connections never has one closed under a request it is writing.
 
-A worker that has not loaded the application within ``boot_timeout`` of its
-fork (an import waiting on a database, say) is killed, whoever spawned it,
-and the Python traceback its faulthandler wrote into the report pipe tells
-where the import was stuck: at start the server exits 1, during a reload
-the reload is abandoned and the old workers keep serving, a replacement is
-retried with the usual back-off.
-
-A request running longer than ``timeout`` gets its worker replaced. The
-arbiter sees request start times in the scoreboard it shares with the
-workers (scoreboard.py, which the status page reads too),
-starts a replacement and sends the worker TIMEOUT_SIGNAL. The worker's main
-thread, where Python runs signal handlers (with one thread, the very one
-stuck in the application), stops accepting, answers each overdue request
-504, or cuts it when its response has started, and the worker exits: at
-once with one thread, once its other requests are done with more. A worker
-that has not answered within TIMEOUT_GRACE (stuck in code that never lets a
-signal handler run) is killed, and the web server sees its connections
-close.
+A worker that overstays (its boot past ``boot_timeout``, a request past
+``timeout``, the worker past --max-requests or --max-rss) is overdue.py's
+to see to; what the arbiter records of each worker is children.py's.
 """
 
 import itertools
@@ -56,20 +42,20 @@ import signal
 import time
 
 from . import handover
-from .boot import boot_deadline, hung_boots, why_it_hung
-from .config import TIMEOUT_GRACE
+from .boot import boot_deadline, why_it_hung
+from .children import WorkerProcess, how_it_ended
 from .logfiles import reopen_all
-from .pool import POOL_CHECK, Pool, listen_queue, resident_mib
-from .scoreboard import READY, STOPPING, TIMED_OUT, Scoreboard
+from .pool import POOL_CHECK, Pool, listen_queue
+from .overdue import STOP_MARGIN, OverdueWatch
+from .scoreboard import READY, STOPPING, Scoreboard
 from .status_listener import StatusListener
-from .worker import FAST_STOP, OPERATOR_SIGNALS, TIMEOUT_SIGNAL, flush_and_exit, run_worker_process
+from .worker_process import FAST_STOP, OPERATOR_SIGNALS, flush_and_exit, run_worker_process
 
 __all__ = ['Arbiter']
 
 log = logging.getLogger('gateway')
 
 FAST_STOP_WAIT = 2.0        # SIGINT/SIGQUIT: seconds workers get before SIGKILL
-STOP_MARGIN = 1.0           # SIGTERM: workers bound their own drain; this is slack
 MAX_BACKOFF = 30.0          # seconds between tries when new workers keep failing
 GIVE_UP_AFTER = 5           # failed boots in a row, with nobody serving, before exiting
 # Windows has neither SIGQUIT, SIGHUP nor SIGCHLD (nor fork: only the modes
@@ -80,70 +66,10 @@ _HANDLED = tuple(getattr(signal, name) for name in ('SIGTERM', 'SIGINT', 'SIGQUI
 
 
 # ---------------------------------------------------------------------------
-# What the arbiter knows about each worker
-# ---------------------------------------------------------------------------
-
-class WorkerProcess:
-    """The arbiter's record of one forked worker."""
-
-    def __init__(self, number, pid, generation, heartbeat, report_fd, boot_deadline=0.0):
-        self.number = number
-        self.pid = pid
-        self.generation = generation    # a SIGHUP makes older generations stale
-        self.heartbeat = heartbeat      # its scoreboard record
-        self.report_fd = report_fd      # the child writes b'R' (ready) or b'E' + why not
-        self.report = bytearray()
-        self.ready = False
-        self.retiring = False           # told to stop; not to be replaced
-        self.timed_out = False          # sent TIMEOUT_SIGNAL (and already replaced)
-        self.answered = False           # ... and it answered its overdue requests
-        self.kill_at = 0.0              # when to SIGKILL it; 0: not planned
-        self.replace_because = None     # why a fresh worker is to replace it (--max-rss, ...)
-        self.logs_opened = 0            # the arbiter's reopen count when it was forked
-        self.boot_deadline = boot_deadline  # not ready by then: killed; 0: no limit
-        self.boot_timed_out = False
-
-    def __str__(self):
-        return f'worker {self.number} (pid {self.pid})'
-
-    def read_report(self):
-        """Read what the child wrote; True once it closed its end."""
-        while self.report_fd is not None:
-            try:
-                chunk = os.read(self.report_fd, 65536)
-            except BlockingIOError:
-                return False
-            except OSError:
-                chunk = b''
-            if not chunk:
-                os.close(self.report_fd)
-                self.report_fd = None
-                return True
-            self.report += chunk
-        return True
-
-    def close(self):
-        if self.report_fd is not None:
-            os.close(self.report_fd)
-            self.report_fd = None
-
-
-def _how_it_ended(status):
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f'signal {-code}'
-        return code, f'was killed by {name}'
-    return code, f'exited with status {code}'
-
-
-# ---------------------------------------------------------------------------
 # The arbiter
 # ---------------------------------------------------------------------------
 
-class Arbiter:
+class Arbiter(OverdueWatch):
     """Forks workers that share *listeners* and keeps ``config.workers`` of
     them serving until a signal says stop.
 
@@ -435,7 +361,7 @@ class Arbiter:
         self.scoreboard.release(worker.heartbeat)
         if not self._stopping:
             self.scoreboard.count('worker_restarts')
-        code, how = _how_it_ended(status)
+        code, how = how_it_ended(status)
         if not worker.ready and not self._stopping:
             self._boot_failed(worker, how)
         elif worker.timed_out:
@@ -494,7 +420,7 @@ class Arbiter:
         except ProcessLookupError:
             pass
 
-    # -- reload, timeouts, stop ---------------------------------------------------
+    # -- reload, stop -----------------------------------------------------------
 
     def _reload(self):
         if self.config.preload:
@@ -508,40 +434,6 @@ class Arbiter:
         note = '' if self.config.app else ' (the application object is reused, not re-imported)'
         log.info('SIGHUP: reloading, replacing %d worker%s one at a time%s', count,
                  's' * (count != 1), note)
-
-    def _check_boots(self):
-        # Past --boot-timeout: killed; _reap then logs why (boot.py).
-        for worker in list(hung_boots(self.workers.values(), time.monotonic())):
-            self._kill(worker, signal.SIGKILL)
-
-    def _check_timeouts(self):
-        timeout = self.config.timeout
-        now = time.monotonic()
-        if not timeout or self._stopping:
-            return
-        self._kill_unanswered(now, timeout)
-        if now < self._next_timeout_check:
-            return
-        self._next_timeout_check = now + min(1.0, timeout / 2)
-        for worker in self.workers.values():
-            if not worker.ready or worker.timed_out:
-                continue
-            running = worker.heartbeat.longest_running(now)
-            if running and running[1] > timeout:
-                worker.timed_out = True
-                worker.heartbeat.set_header(state=TIMED_OUT)
-                self.scoreboard.count('timed_out_requests',
-                                      len(worker.heartbeat.overdue(now, timeout)))
-                # Replaced at once (_maintain), not when it is gone.
-                worker.retiring = True
-                log.error('%s: a request has run for %.1fs, longer than --timeout %gs '
-                          '(thread %d); replacing the worker', worker, running[1], timeout,
-                          running[0])
-                if TIMEOUT_SIGNAL is None:
-                    self._kill(worker, signal.SIGKILL)
-                    continue
-                worker.kill_at = now + TIMEOUT_GRACE
-                self._kill(worker, TIMEOUT_SIGNAL)
 
     def _adjust_pool(self):
         """A dynamic pool (pool.py): one worker more while requests wait,
@@ -571,45 +463,6 @@ class Arbiter:
                 log.info('pool: a worker to spare for %gs (--idle-timeout); shrinking to %d '
                          'worker%s', pool.idle_timeout, pool.size, 's' * (pool.size != 1))
             self._idle_since, self._busy_peak = now, len(busy)
-
-    def _check_replacements(self):
-        """Mark the workers to replace: past --max-requests (their wish, in
-        the heartbeat) or --max-rss (read here, at most once a second)."""
-        now = time.monotonic()
-        measure = self.config.max_rss and now >= self._next_rss_check
-        if measure:
-            self._next_rss_check = now + 1.0
-        for worker in self.workers.values():
-            if not worker.ready or worker.retiring or worker.replace_because:
-                continue
-            if worker.heartbeat.replacement_asked():
-                worker.replace_because = 'replaced after --max-requests'
-            elif measure:
-                rss = resident_mib(worker.pid)
-                if rss is not None and rss > self.config.max_rss:
-                    worker.replace_because = (f'replaced: {rss:.0f} MiB resident, past '
-                                              f'--max-rss {self.config.max_rss:g}')
-                    log.info('%s uses %.0f MiB, past --max-rss %g; starting its replacement',
-                             worker, rss, self.config.max_rss)
-
-    def _kill_unanswered(self, now, timeout):
-        """SIGKILL the timed-out workers whose time is up."""
-        for worker in self.workers.values():
-            if not worker.kill_at or now < worker.kill_at:
-                continue
-            if not worker.answered and not worker.heartbeat.overdue(now, timeout):
-                # It answered: its other requests may finish, as in a
-                # graceful stop.
-                worker.answered = True
-                worker.kill_at = now + self.config.graceful_timeout + STOP_MARGIN
-                continue
-            worker.kill_at = 0.0
-            if worker.answered:
-                log.warning('%s did not stop in time; killing it', worker)
-            else:
-                log.error('%s did not answer its overdue request within %gs; killing it',
-                          worker, TIMEOUT_GRACE)
-            self._kill(worker, signal.SIGKILL)
 
     def _stop_workers(self):
         graceful = self._stopping == 'graceful'
@@ -660,7 +513,7 @@ class Arbiter:
 
     def _become_worker(self, number, heartbeat, report_w, pair):
         """In the child: drop what is the arbiter's, then live as a worker
-        (worker.py); never returns."""
+        (worker_process.py); never returns."""
         status = 1
         try:
             signal.set_wakeup_fd(-1)

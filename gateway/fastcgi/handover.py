@@ -209,7 +209,7 @@ class Relay:
                 pass        # it exited: drop() takes the rest
 
     def pass_on(self, workers, generation):
-        """Give the connections held to the *workers* (arbiter.WorkerProcess)
+        """Give the connections held to the *workers* (children.WorkerProcess)
         that stay, those of *generation* (the freshest code) if any."""
         if not self.held:
             return

@@ -23,7 +23,8 @@ from .connection import ServedConnection
 from .limits import raise_open_file_limit, warn_if_fds_short
 from .scoreboard import READY, Scoreboard
 from .status import own_paths
-from .worker import FAST_STOP, OPERATOR_SIGNALS, Worker, server_values, stop_on_signals
+from .worker import Worker, server_values
+from .worker_process import FAST_STOP, OPERATOR_SIGNALS, stop_on_signals
 
 __all__ = ['serve', 'serve_in_process', 'serve_one_connection', 'serve_stream', 'Outcome',
            'configure_logging', 'StatusBindError']
