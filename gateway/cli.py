@@ -386,7 +386,9 @@ _NUMERIC_OPTIONS = (
     (('--request-read-timeout',), float, 0, 'S', _SECONDS,
      'a request must arrive within S seconds of its BEGIN_REQUEST: its PARAMS, and as much '
      'of its body as the application reads; past it, 408 Request Timeout (the response cut '
-     'instead if it has started) and the connection closed. Keep it below --timeout '
+     'instead if it has started); a late body on a connection the web server keeps leaves '
+     'it open, the rest of the body dropped as it comes, else the connection is closed. '
+     'Keep it below --timeout '
      '(default: %(default)g; 0: never)'),
     (('--max-params-size',), int, 1, 'BYTES', 'a number of bytes',
      'largest PARAMS (CGI environment) of one request (default: %(default)s)'),

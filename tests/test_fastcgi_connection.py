@@ -174,14 +174,24 @@ def test_a_web_server_silent_mid_body_is_dropped():
     assert conn.state is State.CLOSED and answer(transport.output())[1] is None
 
 
-def test_a_body_late_past_the_request_read_timeout_is_answered_408():
+@pytest.mark.parametrize('keep', [True, False])
+def test_a_body_late_past_the_request_read_timeout_is_answered_408(keep):
     conn, transport = served(echo, read_timeout=60, request_read_timeout=0.05)
-    transport.feed(c.encode_begin_request(1, keep_conn=True) + c.encode_params(1, cgi_params(
+    transport.feed(c.encode_begin_request(1, keep_conn=keep) + c.encode_params(1, cgi_params(
         '/', 'POST', CONTENT_LENGTH='10')) + c.encode_stdin(1, b'abc', end=False))
     conn.handle_readable()
     out, status = answer(transport.output())
     assert out.startswith(b'Status: 408 Request Timeout\r\n') and status == 0
-    assert 'write' in transport.shut and conn.state is State.LINGERING
+    if keep:
+        # As after a 413: open for a pool's next request, the rest of the body dropped.
+        assert conn.state is State.OPEN and transport.shut == []
+        transport.feed(c.encode_stdin(1, b'defghij'),
+                       c.encode_request(2, cgi_params('/next'), keep_conn=True))
+        assert conn.handle_readable() is True and conn.handle_readable() is True
+        out, status = answer(transport.output(), 2)
+        assert b'Content-Length: 0\r\n' in out and status == 0     # echoed: no body
+    else:
+        assert 'write' in transport.shut and conn.state is State.LINGERING
 
 
 def test_a_body_ending_short_of_its_content_length_raises_oserror():

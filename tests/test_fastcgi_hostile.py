@@ -32,7 +32,8 @@ import threading
 import pytest
 
 from fastcgi_corpus.corpus_app import application as corpus_app
-from support.fcgi_client import TESTS, ServerProcess, cgi_params, get, pid_alive, wait_until
+from support.fcgi_client import (TESTS, ServerProcess, cgi_params, get, pid_alive,
+                                 read_until_end_request, wait_until)
 from gateway.fastcgi import client as c
 from gateway.fastcgi import protocol as p
 from gateway.fastcgi.config import Config
@@ -738,6 +739,32 @@ def test_a_trickled_body_is_answered_408_after_the_request_read_timeout():
                             r'\(--request-read-timeout\): [1-9]\d* of 1000 bytes received;'
                             r' answered 408 Request Timeout')
         assert get(address, '/').body == b'Hello, World!'
+
+
+def test_a_body_late_on_a_kept_connection_is_answered_408_and_the_connection_kept():
+    """A web server's pool (nginx keepalive, Apache enablereuse) may pick the
+    connection for its next request the moment the 408 has come: shutting it
+    then failed that request. As after a 413, the connection stays open, the
+    rest of the body is dropped as it comes, and the next request is served;
+    meanwhile the worker (one thread) serves other connections, and the kept
+    one still closes after --read-timeout of silence."""
+    with ServerProcess(['apps.fcgiapps:router', '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--read-timeout', '3', '--request-read-timeout', '1']) as server:
+        address = server.address()
+        server.wait_booted(1)
+        sock = connect(address)
+        sock.sendall(c.encode_begin_request(1, keep_conn=True) + c.encode_params(1, cgi_params(
+            '/echo', 'POST', CONTENT_LENGTH='1000')) + c.encode_stdin(1, b'ab', end=False))
+        late = read_until_end_request(sock)
+        assert late.status == 408
+        assert get(address, '/').body == b'Hello, World!'     # the worker is not held
+        sock.sendall(c.encode_stdin(1, b'x' * 998) + c.encode_request(
+            1, cgi_params('/'), keep_conn=True))
+        assert read_until_end_request(sock).body == b'Hello, World!'
+        records, how = read_until_closed(sock, c.RecordReader(), 'a kept connection, silent')
+        sock.close()
+        assert (records, how) == ([], 'eof')
+        server.wait_for_log(r'closing the connection from .*: idle for more than 3s')
 
 
 def test_params_trickled_past_the_request_read_timeout_are_answered_408():

@@ -62,9 +62,13 @@ class AnswersOnOwnAccount:
 
     def _body_late(self, channel):
         """The application waits for a body that has not all come within
-        --request-read-timeout."""
+        --request-read-timeout. A kept connection stays open, as after a
+        413: the rest of the body, if it still comes, is dropped, and the
+        connection, back among the idle ones, holds no thread and closes
+        after --read-timeout of silence."""
         self._end_body_early(channel, f'body not complete after {self.arrival_limit:g}s'
-                             ' (--request-read-timeout)', REQUEST_TIMEOUT, RequestTimedOut)
+                             ' (--request-read-timeout)', REQUEST_TIMEOUT, RequestTimedOut,
+                             reusable=True)
 
     def _body_too_large(self, channel, limit):
         """The body read so far passes --max-body-size (it was streamed,

@@ -13,8 +13,9 @@ class State(enum.Enum):
                        records before the bad one made complete are still
                        served, nothing more is read; then CLOSED.
     OPEN -> LINGERING  the last answer is sent (no FCGI_KEEP_CONN, a refused or
-                       failed request, a 408) and the web server may still be
-                       sending: our side is shut down, and what comes is read
+                       failed request, a 408 for late PARAMS) and the web
+                       server may still be sending: our side is shut down,
+                       and what comes is read
                        and dropped until it closes, stays silent for the read
                        timeout, or the lingering time is up (a close with input
                        unread would be a reset, which can destroy the answer in
