@@ -71,6 +71,17 @@ def test_a_hostile_request_cannot_forge_a_line_or_break_the_quotes():
     assert escape('plain /path?a=b') == 'plain /path?a=b'
 
 
+def test_a_hostile_path_without_request_uri_is_escaped_once_byte_for_byte():
+    out = Lines()
+    access = AccessLog(out, '%a "%r" %s %b %D "%{User-Agent}i" %{X}e %%')
+    params = {'REMOTE_ADDR': '1.2.3.4', 'REQUEST_METHOD': 'GET', 'SCRIPT_NAME': '/a"b',
+              'PATH_INFO': '/\\\n\x7f\xe9', 'QUERY_STRING': 'q="1"', 'SERVER_PROTOCOL': 'HTTP/1.0',
+              'HTTP_USER_AGENT': '{ua}', 'X': '%s'}
+    access.write(params, '404 Not Found', 0, 0.0, 12)
+    assert out.lines == ['1.2.3.4 "GET /a\\x22b/\\x5c\\x0a\\x7f\\xe9?q=\\x221\\x22 HTTP/1.0" '
+                         '404 - 12 "{ua}" %s %\n']
+
+
 @pytest.mark.parametrize('fmt, says', [('%Z', 'unknown code %Z'), ('%{X}z', 'unknown code %{X}z'),
                                        ('%a %', 'a lone %')])
 def test_a_bad_format_is_refused(fmt, says):

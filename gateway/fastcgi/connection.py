@@ -24,7 +24,6 @@ from ..handlers.base import describe_request
 from ..handlers.fastcgi import (RESPONDER, FastCGIHandler, RecordErrors, RequestAborted,
                                 ServerLog, declared_length)
 from . import protocol as fcgi
-from .accesslog import LoggedHandler
 from .answers import AnswersOnOwnAccount, outcome_of
 from .channel import ABORTED, BROKEN, FINISHED, RUNNING, RequestChannel
 from .connection_state import CLOSED, FAILED, LINGERING, OPEN, State
@@ -229,8 +228,9 @@ class ServedConnection(AnswersOnOwnAccount):
                                                 self.sole or self.codec.keep_conn(request_id))
         errors = RecordErrors(channel) if self.config.fcgi_stderr else ServerLog()
         access_log = self.config.access_log
-        handler = (FastCGIHandler if access_log is None else LoggedHandler)(
-            channel, params, errors, self.multithread, self.multiprocess, self.role)
+        handler = FastCGIHandler(channel, params, errors, self.multithread, self.multiprocess,
+                                 self.role)
+        started = time.time() if access_log is not None else 0.0
         app = self.app
         if self.own_paths is not None:
             # --status-path and --ping-path: the gateway answers, never the application.
@@ -257,9 +257,12 @@ class ServedConnection(AnswersOnOwnAccount):
             self.channel = None
             self.served += 1
             if access_log is not None:
-                if channel.answer is not None:     # a 408, 413 or 504 of ours, not the application's
-                    handler.outcome = outcome_of(channel.answer)
-                access_log.request_ended(handler)
+                answer = channel.answer     # a 408, 413 or 504 of ours, not the application's
+                if answer is None:
+                    access_log.request_ended(params, handler.status or '-', handler.bytes_sent,
+                                             started)
+                else:
+                    access_log.request_ended(params, *outcome_of(answer), started)
             if on_request is not None:
                 on_request(None)
         if self.state is CLOSED:    # the web server hung up or went silent
