@@ -25,7 +25,7 @@ from ..handlers.fastcgi import (RESPONDER, FastCGIHandler, RecordErrors, Request
                                 ServerLog, declared_length)
 from . import protocol as fcgi
 from .accesslog import LoggedHandler
-from .answers import AnswersOnOwnAccount, outcome_of
+from .answers import GATEWAY_TIMEOUT, AnswersOnOwnAccount, outcome_of
 from .channel import ABORTED, BROKEN, FINISHED, RUNNING, RequestChannel
 from .connection_state import CLOSED, FAILED, LINGERING, OPEN, State
 from .transports import transport_for
@@ -256,10 +256,10 @@ class ServedConnection(AnswersOnOwnAccount):
         finally:
             self.channel = None
             self.served += 1
-            if access_log is not None:
-                if channel.answer is not None:     # a 408, 413 or 504 of ours, not the application's
+            if access_log is not None and channel.answer is not GATEWAY_TIMEOUT:
+                if channel.answer is not None:     # a 408 or 413 of ours, not the application's
                     handler.outcome = outcome_of(channel.answer)
-                access_log.request_ended(handler)
+                access_log.request_ended(handler)   # (a 504's line went with it)
             if on_request is not None:
                 on_request(None)
         if self.state is CLOSED:    # the web server hung up or went silent
