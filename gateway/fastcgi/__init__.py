@@ -15,6 +15,12 @@ Its layers, each importing only those below it:
                  where it listens and who may connect; its settings
     scoreboard   what each worker is doing, in memory the arbiter and the
                  workers share
+    pool, preload
+                 the pool's size (--max-workers, SIGTTIN/SIGTTOU, --max-rss);
+                 the application imported in the arbiter (--preload)
+    accesslog, slowlog, logfiles
+                 the access and slow-request logs, and reopening every log
+                 file on SIGUSR1
 
 ``client`` is the web server's side of the protocol (tests and tools);
 ``compat`` is flup's API, also importable as::
