@@ -16,7 +16,8 @@ Its layers, each importing only those below it:
                  over a per-request channel (connection_state: where it is;
                  answers: the 408, 413 and 504 given on the server's account)
     transports   the socket, or IIS's pipe, under a connection
-    protocol     the record format, sans-I/O (events: what it parses into)
+    protocol     the record format, sans-I/O (events: what it parses into, and
+                 ProtocolError; pairs: name-value pairs)
     listeners, peers, config
                  where it listens and who may connect; its settings
     scoreboard   what each worker is doing, in memory the arbiter and the
