@@ -372,8 +372,9 @@ _NUMERIC_OPTIONS = (
     (('--boot-timeout',), float, 0, 'S', _SECONDS,
      'a worker that has not loaded the application S seconds after it started is killed '
      'and the Python traceback of where its import was stuck is logged: at start the '
-     'server exits 1, on a reload the old workers keep serving (default: %(default)g; '
-     '0: wait for ever)'),
+     'server exits 1, on a reload the old workers keep serving. With --preload the '
+     'arbiter\'s own import obeys it too: interrupted, its traceback logged, exit 1 at start, '
+     'the reload abandoned on SIGHUP (default: %(default)g; 0: wait for ever)'),
     (('--graceful-timeout',), float, 0, 'S', _SECONDS,
      'on SIGTERM and reload, how long requests in progress may take to finish '
      '(default: %(default)g)'),

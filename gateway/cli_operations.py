@@ -34,8 +34,8 @@ def add_operations_options(add, defaults, number):
     codes = ', '.join(f'%{code} {text}' for code, text in FORMAT_CODES.items())
     add('--access-log', default=None, metavar='FILE',
         help='log a line per request to FILE (- for standard output), appended by the worker '
-             'that served it, 64 lines at a time or within two seconds; values from the request '
-             'are escaped (default: off)')
+             'that served it, 64 lines at a time or within two seconds (a 504 past --timeout: '
+             'when it is sent); values from the request are escaped (default: off)')
     add('--access-log-format', default=None, metavar='FORMAT',
         help=f'the access log\'s line, with %%-codes: {codes.replace("%", "%%")} '
              f'(default: "{DEFAULT_FORMAT.replace("%", "%%")}", the combined log format and '

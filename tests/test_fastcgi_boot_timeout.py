@@ -44,6 +44,18 @@ def assert_traceback_names_the_line(server, directory, start=0):
     server.wait_for_log('^ *' + re.escape(where), start=start)
 
 
+def reload_while_the_import_hangs(server, hold):
+    """SIGHUP once serving, the import held: (address, the old worker's pid,
+    the log's mark before the SIGHUP) once the reload is abandoned."""
+    address = server.address()
+    (old,) = server.wait_booted(1)
+    hold.write_text('')
+    mark = server.mark()
+    server.send_signal(signal.SIGHUP)
+    server.wait_for_log('reload abandoned: the old workers keep serving', timeout=30, start=mark)
+    return address, old, mark
+
+
 def test_a_first_start_whose_import_hangs_exits_1_naming_the_line(tmp_path):
     hanging_app(tmp_path, hold=True)
     with start(tmp_path, '--workers', '2') as server:
@@ -56,13 +68,7 @@ def test_a_first_start_whose_import_hangs_exits_1_naming_the_line(tmp_path):
 def test_a_reload_whose_import_hangs_is_abandoned_and_a_later_one_succeeds(tmp_path):
     hold = hanging_app(tmp_path, hold=False)
     with start(tmp_path, '--workers', '1') as server:
-        address = server.address()
-        (old,) = server.wait_booted(1)
-        hold.write_text('')
-        mark = server.mark()
-        server.send_signal(signal.SIGHUP)
-        server.wait_for_log('reload abandoned: the old workers keep serving', timeout=30,
-                            start=mark)
+        address, old, mark = reload_while_the_import_hangs(server, hold)
         assert_traceback_names_the_line(server, tmp_path, start=mark)
         assert server.booted_pids(mark) == []
         assert {int(get(address).body) for _ in range(3)} == {old}
@@ -89,3 +95,41 @@ def test_a_replacement_whose_import_hangs_is_killed_and_retried(tmp_path):
         hold.unlink()
         (second,) = server.wait_booted(1, start=mark)
         assert int(get(address).body) == second and not pid_alive(first)
+
+
+# -- --preload: the arbiter's own import -----------------------------------------
+
+def assert_preload_traceback_names_the_line(server, directory, start=0):
+    server.wait_for_log(r'its import in the arbiter \(--preload\) did not finish within '
+                        r'--boot-timeout 1s', start=start)
+    where = f'File "{directory / "hanging.py"}", line {BLOCKING_LINE}, in <module>'
+    server.wait_for_log('^ *' + re.escape(where), start=start)
+
+
+def test_a_preload_whose_import_hangs_at_start_exits_1_naming_the_line(tmp_path):
+    """The arbiter imports the application itself: while it does, it
+    supervises nothing, so its import obeys --boot-timeout too."""
+    hanging_app(tmp_path, hold=True)
+    with start(tmp_path, '--workers', '2', '--preload') as server:
+        assert server.wait(timeout=30) == 1
+        assert_preload_traceback_names_the_line(server, tmp_path)
+        assert 'arbiter started' not in server.log and server.booted_pids() == []
+
+
+def test_a_preload_reload_whose_import_hangs_is_abandoned_and_a_later_one_succeeds(tmp_path):
+    hold = hanging_app(tmp_path, hold=False)
+    with start(tmp_path, '--workers', '1', '--preload') as server:
+        address, old, mark = reload_while_the_import_hangs(server, hold)
+        assert_preload_traceback_names_the_line(server, tmp_path, start=mark)
+        assert {int(get(address).body) for _ in range(3)} == {old}
+        # Supervising again: a worker killed is replaced, with the old code.
+        os.kill(old, signal.SIGKILL)
+        (replacement,) = server.wait_booted(1, start=mark)
+        assert int(get(address).body) == replacement
+        hold.unlink()
+        mark = server.mark()
+        server.send_signal(signal.SIGHUP)
+        server.wait_for_log('reload complete', timeout=30, start=mark)
+        (new,) = server.booted_pids(mark)
+        assert int(get(address).body) == new != replacement
+

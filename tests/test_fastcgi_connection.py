@@ -447,3 +447,27 @@ def test_a_request_whose_response_started_is_cut():
 def test_no_request_running_nothing_to_answer():
     conn, transport = served()
     assert conn.answer_overdue(31.0, 30.0) is False and transport.sent == []
+
+
+def test_a_504_is_logged_when_sent_and_not_again_when_its_thread_comes_back(tmp_path):
+    """--timeout's 504 (answer_overdue, from the worker's signal handler, here
+    on top of the request as with one thread) writes its access-log line at
+    once: the worker may exit there, or the thread never come back."""
+    from gateway.fastcgi.accesslog import AccessLog
+    from gateway.fastcgi.logfiles import LogFile
+    path = tmp_path / 'access.log'
+    access_log = AccessLog(LogFile(str(path)), '%U %s %b')
+    seen = []
+
+    def overdue(environ, start_response):
+        assert conn.answer_overdue(2.0, 1.0)
+        seen.append(path.read_text())
+        start_response('200 OK', [('Content-Length', '8')])
+        return [b'too late']
+    conn, transport = served(overdue, access_log=access_log)
+    transport.feed(c.encode_request(1, cgi_params('/late'), keep_conn=True))
+    conn.handle_readable()
+    access_log.flush()
+    line = '/late 504 %d' % len(body_of(answer(transport.output())[0]))
+    assert seen == [line + '\n'] and path.read_text() == line + '\n'
+

@@ -13,6 +13,7 @@ while it runs (waiting on the log for each change to be done) and reads
 wrk's report: every request answered 2xx, no socket error.
 """
 
+import json
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ import pytest
 from gateway.fastcgi import handover
 from gateway.fastcgi.client import encode_request
 from gateway.fastcgi.protocol import FCGI_OVERLOADED
-from support.fcgi_client import Client, ServerProcess, cgi_params, pid_alive
+from support.fcgi_client import Client, ServerProcess, cgi_params, get, pid_alive
 from support.helpers import unavailable, wait_until
 from support.load import PostLoad
 from support.webservers import Apache, FastCGIBehindNginx, repo_file
@@ -189,6 +190,32 @@ def test_a_kept_connection_outlives_the_worker_that_served_it(how):
             assert _pid_on(client) == second
 
 
+def test_a_hand_over_is_logged_and_counted_in_the_status():
+    """One line per batch says how many connections went from which worker
+    to which, and the status page counts them (text, JSON, OpenMetrics)."""
+    with ServerProcess([APP, '--bind', '127.0.0.1:0', '--workers', '1', '--status-path',
+                        '/status']) as server:
+        address = server.address()
+        (first,) = server.wait_booted(1)
+        with Client(address) as client:
+            assert _pid_on(client) == first
+            mark = server.mark()
+            server.send_signal(signal.SIGHUP)
+            (second,) = server.wait_booted(1, start=mark)
+            server.wait_for_log(rf'handed over 1 connection from worker pid {first} to worker'
+                                rf' pid {second}$', start=mark)
+            assert _pid_on(client) == second
+
+        def counted(form):
+            return get(address, '/status', query=form).body.decode()
+        document = wait_until(lambda: (lambda d: d if d['handed over conn'] else None)(
+            json.loads(counted('json'))), what='the hand-over counted')
+        assert document['handed over conn'] == 1
+        assert re.search(r'^handed over conn: +1$', counted(''), re.M)
+        assert re.search(r'^gateway_handed_over_connections_total\{pool="[^"]+"\} 1$',
+                         counted('openmetrics'), re.M)
+
+
 # ---------------------------------------------------------------------------
 # The relay, in this process, over real sockets
 # ---------------------------------------------------------------------------
@@ -213,7 +240,7 @@ def test_connections_given_to_a_worker_that_never_took_them_come_back():
     assert not relay.held
     relay.drop(1)       # worker 1 exited without reading its end
     assert [when for _, when in relay.held] == [12.5]
-    relay.forward([2])
+    assert relay.forward([2]) == 1
     ((adopted, when),) = handover.WorkerEnd(staying[1]).adopt()
     assert when == 12.5
     web_server.sendall(b'still there')

@@ -217,3 +217,23 @@ def test_the_timeout_path_logs_the_stack_before_its_504(tmp_path, threads):
     stack_at = log.index('(--timeout 1s; answering 504); its thread is at:')
     assert log.index(f'stuck.py", line {stuck_line()}, in application', stack_at) \
         < log.index('answered 504 Gateway Timeout')
+
+
+@pytest.mark.parametrize('threads', [1, 2])
+def test_a_request_answered_504_has_its_access_log_line_once(tmp_path, threads):
+    """With one thread the worker exits on top of the overdue request, with
+    more its thread may never return: the line is written with the 504."""
+    access_log = tmp_path / 'access.log'
+    with ServerProcess(['apps.faultapps:router', '--bind', '127.0.0.1:0', '--workers', '1',
+                        '--threads', str(threads), '--timeout', '1', '--access-log',
+                        str(access_log), '--access-log-format', '"%r" %s %b']) as server:
+        address = server.address()
+        (stuck,) = server.wait_booted(1)
+        reply = get(address, '/hang', timeout=20)
+        assert reply.status == 504
+        server.wait_for_log(rf'pid {stuck}\) (exited|was killed)')
+        wait_until(lambda: access_log.exists() and access_log.read_text(), what='a line')
+        assert get(address, '/pid').status == 200      # the replacement logs its own
+        wait_until(lambda: len(access_log.read_text().splitlines()) == 2, what='two lines')
+    assert access_log.read_text().splitlines()[0] == f'"GET /hang HTTP/1.1" 504 {len(reply.body)}'
+

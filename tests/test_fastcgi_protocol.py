@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.fastcgi import events as events_module
+from gateway.fastcgi import pairs as pairs_module
 from gateway.fastcgi import protocol as p
 from gateway.fastcgi.protocol import (
     FCGI_AUTHORIZER, FCGI_BEGIN_REQUEST,
@@ -154,7 +155,7 @@ def test_pairs_too_long_to_encode():
             return 1 << 31
 
     with pytest.raises(ValueError, match=r'longer than 2\*\*31 - 1 bytes'):
-        p._encode_length(len(Huge()))
+        pairs_module._encode_length(len(Huge()))
 
 
 # ---------------------------------------------------------------------------

@@ -5,12 +5,19 @@ Its layers, each importing only those below it:
     server       which way it runs (the arbiter, one process, IIS's one
                  connection), and its log
     arbiter      the process model: forks, watches and replaces workers
-    worker       a worker process: its serving loop, its life once forked
+                 (children: its record of each; overdue: the workers that
+                 overstay, --boot-timeout, --timeout, --max-requests, --max-rss)
+    worker_process
+                 a worker's life once forked: its signals, the application
+                 loaded, the arbiter watched, its exit
+    worker       a worker's serving loop
     connection   one web-server connection: records in, requests run one at
                  a time through the FastCGI adaptor (gateway.handlers.fastcgi)
-                 over a per-request channel
+                 over a per-request channel (connection_state: where it is;
+                 answers: the 408, 413 and 504 given on the server's account)
     transports   the socket, or IIS's pipe, under a connection
-    protocol     the record format, sans-I/O (events: what it parses into)
+    protocol     the record format, sans-I/O (events: what it parses into, and
+                 ProtocolError; pairs: name-value pairs)
     listeners, peers, config
                  where it listens and who may connect; its settings
     scoreboard   what each worker is doing, in memory the arbiter and the

@@ -162,6 +162,13 @@ class AnswersOnOwnAccount:
             transport.send(self.codec.end_response(channel.request_id, GATEWAY_TIMEOUT))
             log.error('%s: no response after %.1fs (--timeout %gs); answered 504 Gateway'
                       ' Timeout', what, seconds, timeout)
+            access_log = self.config.access_log
+            if access_log is not None:
+                # Now: with one thread the worker exits on top of the
+                # request, with more its thread may never come back
+                # (_run_request then writes no second line).
+                access_log.write(channel.params, *outcome_of(GATEWAY_TIMEOUT),
+                                 time.time() - seconds, int(seconds * 1e6))
             # No further request on this connection: its thread still holds
             # it. Closing with input unread would reset the connection and
             # could destroy the 504 in flight, so read until the web server

@@ -134,7 +134,9 @@ class Arbiter(OverdueWatch):
                 self._adjust_pool()
                 self.scoreboard.sample(self.listeners)
                 if self._relay is not None:
-                    self._relay.pass_on(self.workers.values(), self.generation)
+                    given = self._relay.pass_on(self.workers.values(), self.generation)
+                    if given:
+                        self.scoreboard.count('handed_over_connections', given)
             self._stop_workers()
         finally:
             if self._relay is not None:

@@ -24,7 +24,7 @@ from ..handlers.base import describe_request
 from ..handlers.fastcgi import (RESPONDER, FastCGIHandler, RecordErrors, RequestAborted,
                                 ServerLog, declared_length)
 from . import protocol as fcgi
-from .answers import AnswersOnOwnAccount, outcome_of
+from .answers import GATEWAY_TIMEOUT, AnswersOnOwnAccount, outcome_of
 from .channel import ABORTED, BROKEN, FINISHED, RUNNING, RequestChannel
 from .connection_state import CLOSED, FAILED, LINGERING, OPEN, State
 from .transports import transport_for
@@ -256,8 +256,9 @@ class ServedConnection(AnswersOnOwnAccount):
         finally:
             self.channel = None
             self.served += 1
-            if access_log is not None:
-                answer = channel.answer     # a 408, 413 or 504 of ours, not the application's
+            answer = channel.answer     # a 408 or 413 of ours, not the application's
+            # (a 504's line went with it)
+            if access_log is not None and answer is not GATEWAY_TIMEOUT:
                 if answer is None:
                     access_log.request_ended(params, handler.status or '-', handler.bytes_sent,
                                              started)

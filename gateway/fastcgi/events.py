@@ -1,12 +1,30 @@
 """What the FastCGI codec (``protocol.Connection``) tells the server: one
-event per thing a web server said, in the order it said it.
+event per thing a web server said, in the order it said it; and
+``ProtocolError``, what it raises when the input breaks the format.
 
 Events compare equal by type and fields, and print as their constructor
 call, for the tests.
 """
 
 __all__ = ["BeginRequest", "RejectedBeginRequest", "Params", "StdinData", "StdinEnd",
-           "Data", "DataEnd", "AbortRequest", "GetValues", "UnknownManagementRecord"]
+           "Data", "DataEnd", "AbortRequest", "GetValues", "UnknownManagementRecord",
+           "ProtocolError"]
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that break the FastCGI record format.
+
+    The only exception that malformed input raises.  The message says what
+    was wrong, for the log; the connection cannot be trusted afterwards and
+    should be closed.
+
+    ``events`` holds what the records before the bad one completed, in
+    order: they were well formed, and a server that handles them before
+    closing behaves the same whatever the split of its input (the bad record
+    might as well have arrived in a later read).
+    """
+
+    events = ()
 
 
 class _Event:

@@ -33,6 +33,7 @@ them itself.
 """
 
 import itertools
+import logging
 import os
 import selectors
 import socket
@@ -42,6 +43,8 @@ from collections import deque
 from .connection import OPEN, ServedConnection
 
 __all__ = ['HandsOver', 'Relay', 'WorkerEnd']
+
+log = logging.getLogger('gateway')
 
 _BATCH = 64                 # descriptors per message (Linux takes up to 253)
 _MESSAGE = 8 * _BATCH
@@ -169,6 +172,7 @@ class Relay:
     def __init__(self):
         self.pairs = {}             # pid -> (arbiter's end, the worker's end)
         self.held = deque()         # (fd, last_active) waiting for a worker
+        self._source = {}           # fd held -> the pid of the worker it came from
         self._turn = itertools.count()
 
     @staticmethod
@@ -189,6 +193,7 @@ class Relay:
         self.pairs.clear()
         while self.held:
             os.close(self.held.popleft()[0])
+        self._source.clear()
         pair[0].close()
         return WorkerEnd(pair[1])
 
@@ -204,23 +209,31 @@ class Relay:
         pair = self.pairs.get(pid)
         if pair is not None:
             try:
-                self.held.extend(_receive(pair[0]))
+                self._hold(_receive(pair[0]), pid)
             except EOFError:
                 pass        # it exited: drop() takes the rest
 
+    def _hold(self, items, pid):
+        self.held.extend(items)
+        for fd, _ in items:
+            self._source[fd] = pid
+
     def pass_on(self, workers, generation):
         """Give the connections held to the *workers* (children.WorkerProcess)
-        that stay, those of *generation* (the freshest code) if any."""
+        that stay, those of *generation* (the freshest code) if any; how
+        many were given."""
         if not self.held:
-            return
+            return 0
         staying = [w for w in workers if w.ready and not (w.retiring or w.timed_out)]
         fresh = [w.pid for w in staying if w.generation == generation]
-        self.forward(fresh or [w.pid for w in staying])
+        return self.forward(fresh or [w.pid for w in staying])
 
     def forward(self, pids):
-        """Give the connections held to the workers *pids*, in turn."""
+        """Give the connections held to the workers *pids*, in turn; how
+        many were given. One log line a batch says from whom to whom."""
         if not self.held or not pids:
-            return
+            return 0
+        given = 0
         full = set()
         while self.held and len(full) < len(pids):
             pid = pids[next(self._turn) % len(pids)]
@@ -233,8 +246,14 @@ class Relay:
                 self.held.extendleft(reversed(batch))
                 full.add(pid)
                 continue
+            sources = sorted({self._source.pop(fd, 0) for fd, _ in batch})
             for fd, _ in batch:
                 os.close(fd)
+            given += len(batch)
+            log.info('handed over %d connection%s from worker pid %s to worker pid %d',
+                     len(batch), 's' * (len(batch) != 1),
+                     ', '.join(str(source) for source in sources if source) or '?', pid)
+        return given
 
     def drop(self, pid):
         """Worker *pid* has exited: keep what it sent and what it was sent
@@ -244,7 +263,7 @@ class Relay:
             return
         for end in pair:
             try:
-                self.held.extend(_receive(end))
+                self._hold(_receive(end), pid)
             except EOFError:
                 pass
             end.close()
@@ -256,3 +275,4 @@ class Relay:
                 end.close()
         while self.held:
             os.close(self.held.popleft()[0])
+        self._source.clear()

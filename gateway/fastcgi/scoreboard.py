@@ -46,7 +46,7 @@ STATE_NAMES = {STARTING: 'Starting', READY: 'Ready', STOPPING: 'Stopping',
 # The pool's counters, in this order (8-byte integers, arbiter-written).
 POOL_COUNTERS = ('retired_requests', 'retired_slow_requests', 'timed_out_requests',
                  'worker_restarts', 'max_active', 'listen_queue', 'max_listen_queue',
-                 'listen_queue_len', 'max_children_reached')
+                 'listen_queue_len', 'max_children_reached', 'handed_over_connections')
 _POOL = struct.Struct('<d%dq' % len(POOL_COUNTERS))      # start time (wall), the counters
 _POOL_SIZE = 128
 

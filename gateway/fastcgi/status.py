@@ -32,7 +32,7 @@ POOL_FIELDS = ('pool', 'process manager', 'start time', 'start since', 'accepted
                'listen queue', 'max listen queue', 'listen queue len', 'idle processes',
                'active processes', 'total processes', 'max active processes',
                'max children reached', 'slow requests', 'timed out requests',
-               'worker restarts', 'resident memory')
+               'worker restarts', 'handed over conn', 'resident memory')
 # A row's, likewise; in JSON, PHP-FPM spells 'request URI' 'request uri'.
 ROW_FIELDS = ('pid', 'state', 'start time', 'start since', 'requests', 'request duration',
               'request method', 'request URI', 'content length', 'user', 'script',
@@ -80,6 +80,7 @@ def snapshot(config, scoreboard, listeners, full=False, now=None):
         'slow requests': scoreboard.slow_requests(),
         'timed out requests': counters['timed_out_requests'],
         'worker restarts': counters['worker_restarts'],
+        'handed over conn': counters['handed_over_connections'],
         'resident memory': memory,
     }
     if full:
@@ -177,6 +178,8 @@ _METRICS = (
      'timed out requests'),
     ('gateway_worker_restarts_total', 'counter', 'Workers replaced while the server ran.',
      'worker restarts'),
+    ('gateway_handed_over_connections_total', 'counter',
+     'Connections a leaving worker handed to one that stays.', 'handed over conn'),
     ('gateway_resident_memory_bytes', 'gauge', "The workers' resident memory.",
      'resident memory'),
 )
