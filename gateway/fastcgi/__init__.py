@@ -10,7 +10,8 @@ Its layers, each importing only those below it:
     worker_process
                  a worker's life once forked: its signals, the application
                  loaded, the arbiter watched, its exit
-    worker       a worker's serving loop
+    worker       a worker's serving loop (accepting: how it accepts a
+                 connection)
     connection   one web-server connection: records in, requests run one at
                  a time through the FastCGI adaptor (gateway.handlers.fastcgi)
                  over a per-request channel (connection_state: where it is;
