@@ -165,7 +165,8 @@ def _compile(fmt):
     for wrap in ('%s', 'escape(%s)'):
         body = ''.join(piece if expression is None else piece % (wrap % expression)
                        for piece, expression in pieces)
-        sources.append("def line(params, status, size, started, ended, pid, rss):\n"
+        sources.append("def line(record, pid, rss):\n"
+                       "    params, status, size, started, ended = record\n"
                        "    get = params.get\n"
                        '    return f"%s"\n' % body)
     return sources, values, ''.join(own_text)
@@ -179,7 +180,7 @@ def _make(fmt):
         scope = dict(values, escape=escape, uri=_uri, stamps=_STAMPS, stamp=_stamp, int=int)
         # Bound as defaults: each is a local of the line function.
         arguments = ', '.join('%s=%s' % (name, name) for name in scope)
-        source = source.replace('pid, rss):', 'pid, rss, %s):' % arguments, 1)
+        source = source.replace('(record, pid, rss):', '(record, pid, rss, %s):' % arguments, 1)
         exec(compile(source, '<access log format>', 'exec'), scope)
         made.append(scope['line'])
     unsafe = len(literal_text) - len(literal_text.encode('ascii', 'backslashreplace')
@@ -191,7 +192,7 @@ def format_batch(lines, records, pid, rss):
     """The text of *records*, each ``(params, status, size, started, ended)``,
     *lines* as _make gives them."""
     line, escaped, unsafe = lines
-    text = ''.join([line(*record, pid, rss) for record in records])
+    text = ''.join([line(record, pid, rss) for record in records])
     # Every value of the request safe when the line's own quotes, newline
     # and other unsafe bytes are all the unsafe bytes of the batch: a pass
     # over the batch in C.
@@ -199,7 +200,7 @@ def format_batch(lines, records, pid, rss):
         data = text.encode('ascii')
         if len(data) - len(data.translate(None, _UNSAFE)) == unsafe * len(records):
             return data
-    return ''.join([escaped(*record, pid, rss) for record in records]).encode(
+    return ''.join([escaped(record, pid, rss) for record in records]).encode(
         'ascii', 'backslashreplace')
 
 
