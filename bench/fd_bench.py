@@ -20,7 +20,6 @@ import argparse
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 
@@ -36,14 +35,7 @@ def checkout(rev, work):
     checkout's own for 'HEAD'."""
     if rev == 'HEAD':
         return h.REPO
-    target = os.path.join(work, 'rev-' + rev)
-    os.makedirs(target)
-    archive = subprocess.run(['git', '-C', h.REPO, 'archive', rev, 'gateway'],
-                             capture_output=True, check=False)
-    if archive.returncode:
-        raise h.BenchError('git archive %s: %s' % (rev, archive.stderr.decode(errors='replace')))
-    subprocess.run(['tar', '-x', '-C', target], input=archive.stdout, check=True)
-    return target
+    return h.package_at(rev, os.path.join(work, 'rev-' + rev))
 
 
 def log_lines(group):

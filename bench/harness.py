@@ -296,6 +296,17 @@ def ready(port, path, body, *groups, timeout=30):
     wait(check, timeout, 'a right answer at ' + path)
 
 
+def package_at(rev, directory):
+    """*directory*, holding the gateway package as it was at git *rev*
+    (benchmarks that compare the code before a change with this checkout's)."""
+    os.makedirs(directory)
+    archive = subprocess.run(['git', '-C', REPO, 'archive', rev, 'gateway'], capture_output=True)
+    if archive.returncode:
+        raise BenchError('git archive %s: %s' % (rev, archive.stderr.decode(errors='replace').strip()))
+    subprocess.run(['tar', '-x', '-C', directory], input=archive.stdout, check=True)
+    return directory
+
+
 def wait(condition, timeout, what):
     """What *condition* returns once true, polled for *timeout* seconds."""
     try:

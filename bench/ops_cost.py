@@ -47,17 +47,6 @@ APPS = {'hello': ('hello:app', cgi_params('/', **HEADERS)),
         'flask': ('flask_app:app', cgi_params('/users/42', **HEADERS))}
 
 
-def checkout(rev, work):
-    target = os.path.join(work, 'rev-' + rev)
-    os.makedirs(target)
-    archive = subprocess.run(['git', '-C', h.REPO, 'archive', rev, 'gateway'],
-                             capture_output=True, check=False)
-    if archive.returncode:
-        raise h.BenchError('git archive %s: %s' % (rev, archive.stderr.decode(errors='replace')))
-    subprocess.run(['tar', '-x', '-C', target], input=archive.stdout, check=True)
-    return target
-
-
 def options(name, work):
     """The server's extra options in set-up *name*, and what they mean."""
     if name != 'on':
@@ -151,7 +140,7 @@ def main():
     names = ['off', 'on', 'base']
     results, checks = {}, []
     with h.workdir('ops-cost-', keep=args.keep) as work:
-        code = {'off': h.REPO, 'on': h.REPO, 'base': checkout(BASE, work)}
+        code = {'off': h.REPO, 'on': h.REPO, 'base': h.package_at(BASE, os.path.join(work, 'rev-' + BASE))}
         extra = {name: options(name, work) for name in names}
         for app in args.apps:
             results[app] = measure_app(app, names, code, extra, work, args)

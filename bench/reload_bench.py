@@ -47,17 +47,6 @@ def before_ref():
     return commits[-1] + '^'
 
 
-def export_package(ref, directory):
-    """The gateway package at git *ref*, in *directory*."""
-    os.makedirs(directory)
-    archive = subprocess.run(['git', '-C', h.REPO, 'archive', ref, 'gateway'],
-                             capture_output=True)
-    if archive.returncode:
-        raise h.BenchError('git archive %s: %s' % (ref, archive.stderr.decode().strip()))
-    subprocess.run(['tar', '-x', '-C', directory], input=archive.stdout, check=True)
-    return directory
-
-
 def log_count(group, text):
     with open(group.log_path, errors='replace') as f:
         return f.read().count(text)
@@ -134,7 +123,7 @@ def main():
 
     runs = []
     with h.workdir('reload-bench-', args.keep) as work:
-        versions = {'before': export_package(ref, os.path.join(work, 'before')), 'after': h.REPO}
+        versions = {'before': h.package_at(ref, os.path.join(work, 'before')), 'after': h.REPO}
         print('machine: %s' % h.machine_line())
         print('before:  gateway package at %s' % ref)
         print('reloads: %d x (%gs of wrk -t1 -c%d POST, then SIGHUP), %d workers'
