@@ -20,6 +20,8 @@ import re
 import threading
 import time
 
+from .scoreboard import rss_bytes
+
 __all__ = ['AccessLog', 'DEFAULT_FORMAT', 'FORMAT_CODES', 'flush_all']
 
 # The combined log format, with the request's duration in microseconds.
@@ -87,12 +89,11 @@ def _stamp(second):
 
 def _resident_kib():
     """%M: this process's resident memory (/proc, else getrusage's peak)."""
-    try:
-        with open('/proc/self/statm', 'rb') as f:
-            return int(f.read().split()[1]) * (os.sysconf('SC_PAGE_SIZE') // 1024)
-    except (OSError, IndexError, ValueError):
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    resident = rss_bytes('self')
+    if resident:
+        return resident // 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # The codes whose value is the request's variable of that name.

@@ -28,8 +28,7 @@ import time
 
 from .boot import hung_boots
 from .config import TIMEOUT_GRACE
-from .pool import resident_mib
-from .scoreboard import TIMED_OUT
+from .scoreboard import TIMED_OUT, rss_bytes
 from .worker_process import TIMEOUT_SIGNAL
 
 __all__ = ['OverdueWatch', 'STOP_MARGIN']
@@ -111,8 +110,8 @@ class OverdueWatch:
             if worker.heartbeat.replacement_asked():
                 worker.replace_because = 'replaced after --max-requests'
             elif measure:
-                rss = resident_mib(worker.pid)
-                if rss is not None and rss > self.config.max_rss:
+                rss = rss_bytes(worker.pid) / (1 << 20)     # 0 once it is gone
+                if rss > self.config.max_rss:
                     worker.replace_because = (f'replaced: {rss:.0f} MiB resident, past '
                                               f'--max-rss {self.config.max_rss:g}')
                     log.info('%s uses %.0f MiB, past --max-rss %g; starting its replacement',

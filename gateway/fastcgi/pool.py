@@ -11,26 +11,11 @@ SIGTTIN takes the pool's size up with it, SIGTTOU lets one worker go.
 This module only counts; the arbiter spawns and retires.
 """
 
-import os
-
 from .scoreboard import accept_queues
 
-__all__ = ['Pool', 'resident_mib', 'listen_queue', 'POOL_CHECK']
+__all__ = ['Pool', 'listen_queue', 'POOL_CHECK']
 
 POOL_CHECK = 0.2    # seconds between two looks at a dynamic pool's load
-
-_PAGE_MIB = os.sysconf('SC_PAGE_SIZE') / (1 << 20) if hasattr(os, 'sysconf') else 0.0
-
-
-def resident_mib(pid):
-    """The resident memory of process *pid* in MiB, where /proc tells it
-    (Linux); None elsewhere or once it is gone."""
-    try:
-        with open(f'/proc/{pid}/statm', 'rb') as f:
-            return int(f.read().split()[1]) * _PAGE_MIB
-    except (OSError, IndexError, ValueError):
-        return None
-
 
 class Pool:
     """The size the arbiter keeps the pool at, and its limits."""
